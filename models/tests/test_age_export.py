@@ -1,0 +1,103 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from _age_helpers import tiny_model
+
+from agegate_models.export import (
+    FORBIDDEN_INT8_OPS,
+    check_contract,
+    count_macs,
+    export_onnx,
+    op_histogram,
+    ort_session,
+    run_onnx,
+    update_sha256sums,
+    write_fixture,
+)
+from agegate_models.model import ExportModule
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("exp")
+    m = tiny_model(seed=3).eval()
+    with torch.no_grad():  # non-trivial correction and modulation weights
+        for mod in m.head.corr:
+            mod[-1].weight.normal_(0, 0.1)
+    path = export_onnx(m, d / "tiny.onnx")
+    return m, path, d
+
+
+def test_export_contract_and_onnxruntime_parity(exported):
+    m, path, _ = exported
+    info = check_contract(path)
+    # no recorded intermediate shapes (tract cannot unify their symbolic batch with 1)
+    assert not onnx.load(str(path)).graph.value_info
+    assert info["size"] == 32 and info["T"] == 1 + m.cfg.head.n_steps
+    ops = op_histogram(path)
+    assert not {"DFT", "STFT"} & set(ops)
+    assert (
+        max(op.version for op in onnx.load(str(path)).opset_import if op.domain in ("", "ai.onnx"))
+        <= 17
+    )
+    x = (np.random.default_rng(0).random((2, 3, 32, 32)) * 255).astype(np.float32)
+    o = run_onnx(ort_session(path), x)
+    with torch.no_grad():
+        ref = ExportModule(m)(torch.from_numpy(x))
+    for a, k in zip(ref, ["age", "sigma", "steps"], strict=True):
+        np.testing.assert_allclose(o[k], a.numpy(), rtol=1e-4, atol=1e-4)
+    assert o["age"].shape == (2,) and o["steps"].shape == (2, info["T"])
+    np.testing.assert_allclose(o["steps"][:, -1], o["age"], rtol=0, atol=1e-5)
+    macs = count_macs(path)
+    assert macs["conv"] > 0 and macs["matmul"] > 0
+
+
+def test_int8_has_no_ops_tract_rejects(exported, tmp_path):
+    from agegate_models.quantize import float_matmuls, quantize_model
+
+    _, path, _ = exported
+    rng = np.random.default_rng(0)
+    imgs = []
+    for i in range(4):
+        from PIL import Image
+
+        p = tmp_path / f"c{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(p)
+        imgs.append(p)
+    out = quantize_model(path, tmp_path / "tiny_int8.onnx", record=False, calib_paths=imgs)
+    ops = op_histogram(out)
+    assert not onnx.load(str(out)).graph.value_info
+    assert "QLinearConv" in ops and "QLinearMatMul" in ops
+    assert not FORBIDDEN_INT8_OPS & set(ops)
+    assert all(op.domain in ("", "ai.onnx") for op in onnx.load(str(out)).opset_import)
+    # the DFT matmuls and the prompt-similarity matmul stay float
+    assert len(float_matmuls(onnx.load(str(path)))) >= 4 * 1 + 1
+    x = (rng.random((1, 3, 32, 32)) * 255).astype(np.float32)
+    o = run_onnx(ort_session(out), x)
+    assert np.isfinite(o["age"]).all() and (o["sigma"] > 0).all()
+
+
+def test_sha256sums_keeps_other_lines(tmp_path):
+    sums = tmp_path / "SHA256SUMS"
+    sums.write_text("aaaa  blazeface.onnx\nbbbb  age_student_f32.onnx\n")
+    f = tmp_path / "age_student_f32.onnx"
+    f.write_bytes(b"x")
+    update_sha256sums([f], sums)
+    lines = sums.read_text().splitlines()
+    assert lines[0] == "aaaa  blazeface.onnx" and len(lines) == 2
+    assert lines[1].endswith("  age_student_f32.onnx") and not lines[1].startswith("bbbb")
+
+
+def test_parity_fixture(tmp_path):
+    info = write_fixture(tmp_path)
+    assert (tmp_path / "model.onnx").stat().st_size < 1 << 20
+    inp = json.loads((tmp_path / "input.json").read_text())
+    exp = json.loads((tmp_path / "expected.json").read_text())
+    x = np.array(inp["data"], np.float32).reshape(inp["shape"])
+    o = run_onnx(ort_session(tmp_path / "model.onnx"), x)
+    for k, v in exp["outputs"].items():
+        np.testing.assert_allclose(o[k].ravel(), v["data"], rtol=1e-5, atol=1e-5)
+    assert set(exp["outputs"]) == {"age", "sigma", "steps"} and info["size"] < 1 << 20

@@ -1,0 +1,73 @@
+//! One photo through every stage: detect -> align -> estimate -> decide.
+
+use image::RgbImage;
+
+use crate::align::aligned_crop_into;
+use crate::config::Board;
+use crate::decide::{Decision, Policy};
+use crate::detect::{main_face, Face, FaceDetector};
+use crate::engine::ModelError;
+use crate::estimate::{AgeEstimate, AgeModel};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FaceResult {
+    #[serde(flatten)]
+    pub face: Face,
+    #[serde(flatten)]
+    pub estimate: AgeEstimate,
+    pub decision: Decision,
+    /// True for the face the gate decides on (largest and most central).
+    pub main: bool,
+}
+
+pub struct Pipeline {
+    pub detector: FaceDetector,
+    pub age_model: AgeModel,
+    pub policy: Policy,
+    crop: std::cell::RefCell<RgbImage>,
+}
+
+impl Pipeline {
+    pub fn new(detector: FaceDetector, age_model: AgeModel, policy: Policy) -> Self {
+        let size = age_model.crop_size();
+        Self {
+            detector,
+            age_model,
+            policy,
+            crop: std::cell::RefCell::new(RgbImage::new(size, size)),
+        }
+    }
+
+    /// Loads both models named by a validated board.
+    pub fn from_board(board: &Board) -> Result<Self, ModelError> {
+        let detector = FaceDetector::load(&board.detector_model, board.detector.clone())?;
+        let age_model = AgeModel::load(&board.age_model)?;
+        Ok(Self::new(detector, age_model, board.policy))
+    }
+
+    /// Every face in the photo, the main face first.
+    pub fn process(&self, photo: &RgbImage) -> Result<Vec<FaceResult>, ModelError> {
+        let mut faces = self.detector.detect(photo)?;
+        if let Some(main) = main_face(&faces, photo.width(), photo.height()) {
+            faces.swap(0, main);
+        }
+        let mut results = Vec::with_capacity(faces.len());
+        for (i, face) in faces.into_iter().enumerate() {
+            let estimate = self.estimate_face(photo, &face)?;
+            let decision = self.policy.decide(estimate.age, estimate.sigma);
+            results.push(FaceResult {
+                face,
+                estimate,
+                decision,
+                main: i == 0,
+            });
+        }
+        Ok(results)
+    }
+
+    pub fn estimate_face(&self, photo: &RgbImage, face: &Face) -> Result<AgeEstimate, ModelError> {
+        let mut crop = self.crop.borrow_mut();
+        aligned_crop_into(photo, face, &mut crop);
+        self.age_model.estimate(&crop)
+    }
+}

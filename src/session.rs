@@ -1,0 +1,634 @@
+//! The decision window: one REQUEST from the host, many camera frames, one decision.
+//!
+//! A single frame's estimate is noisy (blur, a turned head, a blink), so the session
+//! collects estimates of one person over several frames and decides on their aggregate.
+//! Time is always passed in as a millisecond timestamp from a monotonic clock — the
+//! session never reads a clock — so tests are deterministic and the daemon decides what
+//! "now" means. Timestamps only need a common origin; a clock that steps backwards makes
+//! elapsed times read as zero (saturating), which can only delay a decision.
+//!
+//! **Following one person.** The caller passes the main face of each frame
+//! ([`crate::detect::main_face`]). A face whose box overlaps the followed box by less
+//! than `iou_threshold`, or that appears after no face for more than `lost_face_ms`, is
+//! taken to be someone else and restarts the window: a decision must rest on one
+//! person's frames only, or an adult stepping in front of the camera for two frames could
+//! lift a minor's estimate. The overall `timeout_ms` is *not* restarted, so people taking
+//! turns in front of the camera cannot hold a REQUEST open forever.
+//!
+//! **Aggregation.** The window's age is the *median* of its estimates: one bad frame
+//! (motion blur, a half-turned face) moves a median little and a mean a lot. Its sigma
+//! is `sqrt(median(sigma_i)^2 + (1.4826 * MAD(age_i))^2)`: the model's typical
+//! per-frame uncertainty, widened by how much the estimates disagree (1.4826 * MAD is a
+//! robust standard deviation). It is deliberately *not* divided by `sqrt(n)`: frames of
+//! one face a few milliseconds apart are strongly correlated, so averaging them does not
+//! remove the model's error for that face, and claiming it does would make the gate
+//! overconfident exactly at the borderline. A jittery face therefore gets a wider sigma
+//! and tends to REFER, which is the safe direction.
+//!
+//! **Faults.** A non-finite or negative estimate (which `estimate` already refuses, so
+//! seeing one here means a bug upstream) poisons the session: it decides REFER, never
+//! anything else. The gate never opens on something it cannot read.
+
+use heapless::Deque;
+
+use crate::decide::{Decision, Policy};
+use crate::detect::BBox;
+use crate::estimate::AgeEstimate;
+
+/// Largest window the fixed-size sample buffer holds.
+pub const MAX_WINDOW: usize = 64;
+
+/// How a decision window behaves. Validate with [`SessionSettings::validate`] (done by
+/// [`Session::new`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Estimates of one person needed before deciding.
+    pub min_frames: usize,
+    /// Estimates kept; older ones are dropped (at most [`MAX_WINDOW`]).
+    pub max_frames: usize,
+    /// From the start of the session to a REFER if no decision was reached.
+    pub timeout_ms: u64,
+    /// IoU with the followed face below which a face is someone else, in (0, 1].
+    pub iou_threshold: f32,
+    /// No face for longer than this and the next face is someone else.
+    pub lost_face_ms: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        // At ~15 fps: a third of a second of frames, a 4 s answer at the latest, and a
+        // half-second gap is long enough for someone to step out and another in.
+        Self {
+            min_frames: 5,
+            max_frames: 15,
+            timeout_ms: 4_000,
+            iou_threshold: 0.3,
+            lost_face_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SessionSettingsError {
+    #[error("session.min_frames ({0}) must be at least 1")]
+    MinFrames(usize),
+    #[error(
+        "session.max_frames ({max}) must be at least min_frames ({min}) and at most {MAX_WINDOW}"
+    )]
+    MaxFrames { min: usize, max: usize },
+    #[error("session.timeout_ms ({0}) must be above 0")]
+    TimeoutMs(u64),
+    #[error("session.iou_threshold ({0}) must be a number in (0, 1]")]
+    IouThreshold(f32),
+    #[error("session.lost_face_ms ({0}) must be above 0")]
+    LostFaceMs(u64),
+}
+
+impl SessionSettings {
+    pub fn validate(&self) -> Result<(), SessionSettingsError> {
+        if self.min_frames == 0 {
+            return Err(SessionSettingsError::MinFrames(self.min_frames));
+        }
+        if self.max_frames < self.min_frames || self.max_frames > MAX_WINDOW {
+            return Err(SessionSettingsError::MaxFrames {
+                min: self.min_frames,
+                max: self.max_frames,
+            });
+        }
+        if self.timeout_ms == 0 {
+            return Err(SessionSettingsError::TimeoutMs(self.timeout_ms));
+        }
+        if !(self.iou_threshold > 0.0 && self.iou_threshold <= 1.0) {
+            return Err(SessionSettingsError::IouThreshold(self.iou_threshold));
+        }
+        if self.lost_face_ms == 0 {
+            return Err(SessionSettingsError::LostFaceMs(self.lost_face_ms));
+        }
+        Ok(())
+    }
+}
+
+/// The aggregate of the current window (see the module docs for how it is formed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Aggregate {
+    /// Median age, years.
+    pub age: f32,
+    /// Combined sigma, years.
+    pub sigma: f32,
+    /// Estimates it rests on.
+    pub frames: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    age: f32,
+    sigma: f32,
+}
+
+/// One decision window. Make one per REQUEST; feed it every frame with
+/// [`observe`](Self::observe) and ask [`poll`](Self::poll) after each.
+#[derive(Debug, Clone)]
+pub struct Session {
+    settings: SessionSettings,
+    policy: Policy,
+    started_ms: u64,
+    samples: Deque<Sample, MAX_WINDOW>,
+    /// Box of the followed face and when it was last seen.
+    track: Option<(BBox, u64)>,
+    poisoned: bool,
+    decided: Option<Decision>,
+    /// Times the window restarted for a new person.
+    resets: u32,
+}
+
+impl Session {
+    /// Starts a window at `now_ms` (the timeout runs from here).
+    pub fn new(
+        settings: SessionSettings,
+        policy: Policy,
+        now_ms: u64,
+    ) -> Result<Self, SessionSettingsError> {
+        settings.validate()?;
+        Ok(Self {
+            settings,
+            policy,
+            started_ms: now_ms,
+            samples: Deque::new(),
+            track: None,
+            poisoned: false,
+            decided: None,
+            resets: 0,
+        })
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    /// Times the window restarted because a different person appeared.
+    pub fn resets(&self) -> u32 {
+        self.resets
+    }
+
+    /// Estimates in the current window.
+    pub fn frames(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// One camera frame: the main face's box and its estimate, or `None` when no face
+    /// was found (or the estimate failed). Ignored once the session has decided.
+    pub fn observe(&mut self, now_ms: u64, face: Option<(BBox, AgeEstimate)>) {
+        if self.decided.is_some() {
+            return;
+        }
+        self.expire(now_ms);
+        let Some((bbox, estimate)) = face else {
+            return;
+        };
+        if !(estimate.age.is_finite() && estimate.sigma.is_finite() && estimate.sigma >= 0.0) {
+            tracing::warn!(
+                age = estimate.age,
+                sigma = estimate.sigma,
+                "session: unreadable estimate, will REFER"
+            );
+            self.poisoned = true;
+            return;
+        }
+        let box_ok = [bbox.x0, bbox.y0, bbox.x1, bbox.y1]
+            .iter()
+            .all(|v| v.is_finite())
+            && bbox.area() > 0.0;
+        if !box_ok {
+            // Without a usable box there is no telling whose face this is, so the
+            // estimate cannot join anyone's window.
+            tracing::debug!(?bbox, "session: face without a usable box, frame skipped");
+            return;
+        }
+        if let Some((followed, _)) = self.track {
+            let iou = followed.iou(&bbox);
+            // Written so that a NaN IoU would also count as someone else.
+            let same_person = iou >= self.settings.iou_threshold;
+            if !same_person {
+                tracing::debug!(iou, "session: a different face, restarting the window");
+                self.restart_window();
+            }
+        }
+        if self.samples.len() >= self.settings.max_frames {
+            self.samples.pop_front();
+        }
+        // Cannot fail: max_frames <= MAX_WINDOW and the oldest sample was just dropped.
+        let _ = self.samples.push_back(Sample {
+            age: estimate.age,
+            sigma: estimate.sigma,
+        });
+        self.track = Some((bbox, now_ms));
+    }
+
+    /// The decision, once there is one: the policy's verdict on the aggregate once
+    /// `min_frames` estimates of one person are in, REFER on a poisoned session, REFER at
+    /// `timeout_ms`, otherwise `None` (keep feeding frames). Once decided, every later
+    /// poll returns the same decision.
+    pub fn poll(&mut self, now_ms: u64) -> Option<Decision> {
+        if let Some(decision) = self.decided {
+            return Some(decision);
+        }
+        self.expire(now_ms);
+        let decision = if self.poisoned {
+            Decision::Refer
+        } else if let Some(agg) = self
+            .aggregate()
+            .filter(|a| a.frames >= self.settings.min_frames)
+        {
+            let decision = self.policy.decide(agg.age, agg.sigma);
+            tracing::info!(age = agg.age, sigma = agg.sigma, frames = agg.frames, %decision, "session: decided");
+            decision
+        } else if now_ms.saturating_sub(self.started_ms) >= self.settings.timeout_ms {
+            tracing::info!(frames = self.samples.len(), "session: timed out, REFER");
+            Decision::Refer
+        } else {
+            return None;
+        };
+        self.decided = Some(decision);
+        Some(decision)
+    }
+
+    /// The current window's aggregate, `None` while it is empty.
+    pub fn aggregate(&self) -> Option<Aggregate> {
+        let n = self.samples.len();
+        if n == 0 {
+            return None;
+        }
+        let mut ages = [0.0f32; MAX_WINDOW];
+        let mut sigmas = [0.0f32; MAX_WINDOW];
+        for (i, s) in self.samples.iter().enumerate() {
+            ages[i] = s.age;
+            sigmas[i] = s.sigma;
+        }
+        let age = median(&mut ages[..n]);
+        let sigma_model = median(&mut sigmas[..n]);
+        for a in &mut ages[..n] {
+            *a = (*a - age).abs();
+        }
+        let spread = 1.4826 * median(&mut ages[..n]);
+        let sigma = (sigma_model * sigma_model + spread * spread).sqrt();
+        Some(Aggregate {
+            age,
+            sigma,
+            frames: n,
+        })
+    }
+
+    /// Forgets the followed person if they have been gone longer than `lost_face_ms`.
+    fn expire(&mut self, now_ms: u64) {
+        if let Some((_, seen)) = self.track {
+            if now_ms.saturating_sub(seen) > self.settings.lost_face_ms {
+                tracing::debug!("session: face lost, restarting the window");
+                self.restart_window();
+            }
+        }
+    }
+
+    fn restart_window(&mut self) {
+        self.samples.clear();
+        self.track = None;
+        self.resets = self.resets.saturating_add(1);
+    }
+}
+
+/// Median of finite values (the session only stores finite ones); 0 for an empty slice.
+fn median(values: &mut [f32]) -> f32 {
+    values.sort_unstable_by(f32::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::new(18.0, 25.0, 2.0).unwrap()
+    }
+
+    fn session(now: u64) -> Session {
+        Session::new(SessionSettings::default(), policy(), now).unwrap()
+    }
+
+    fn bbox(x: f32) -> BBox {
+        BBox {
+            x0: x,
+            y0: 100.0,
+            x1: x + 100.0,
+            y1: 220.0,
+        }
+    }
+
+    fn est(age: f32, sigma: f32) -> AgeEstimate {
+        AgeEstimate {
+            age,
+            sigma,
+            steps: vec![age],
+        }
+    }
+
+    /// Feeds `(age, sigma)` at 66 ms intervals from `t0`, the face drifting slowly.
+    fn feed(s: &mut Session, t0: u64, x0: f32, frames: &[(f32, f32)]) -> (u64, Option<Decision>) {
+        let mut t = t0;
+        for (i, &(age, sigma)) in frames.iter().enumerate() {
+            s.observe(t, Some((bbox(x0 + i as f32 * 2.0), est(age, sigma))));
+            if let Some(d) = s.poll(t) {
+                return (t, Some(d));
+            }
+            t += 66;
+        }
+        (t, None)
+    }
+
+    #[test]
+    fn adult_over_five_frames_is_allowed() {
+        let mut s = session(1_000);
+        let (_, d) = feed(
+            &mut s,
+            1_000,
+            0.0,
+            &[
+                (38.0, 3.0),
+                (41.0, 3.5),
+                (36.5, 2.8),
+                (39.0, 3.1),
+                (40.0, 3.0),
+            ],
+        );
+        assert_eq!(d, Some(Decision::Allow));
+        assert_eq!(s.frames(), 5);
+        let agg = s.aggregate().unwrap();
+        assert_eq!(agg.age, 39.0);
+        assert!(agg.sigma >= 3.0 && agg.sigma < 5.0, "{agg:?}");
+        // Decided is final.
+        s.observe(2_000, Some((bbox(0.0), est(10.0, 1.0))));
+        assert_eq!(s.poll(2_000), Some(Decision::Allow));
+    }
+
+    #[test]
+    fn four_frames_are_not_enough() {
+        let mut s = session(0);
+        let (_, d) = feed(&mut s, 0, 0.0, &[(40.0, 2.0); 4]);
+        assert_eq!(d, None);
+    }
+
+    #[test]
+    fn minor_is_denied() {
+        let mut s = session(0);
+        let (_, d) = feed(
+            &mut s,
+            0,
+            0.0,
+            &[
+                (12.0, 1.5),
+                (11.0, 1.8),
+                (13.0, 1.6),
+                (12.5, 1.5),
+                (11.5, 1.7),
+            ],
+        );
+        assert_eq!(d, Some(Decision::Deny));
+    }
+
+    #[test]
+    fn noisy_borderline_face_is_referred() {
+        let mut s = session(0);
+        // Median 27 would clear 25 on its own; the disagreement between frames widens
+        // sigma and the margin takes it below the challenge age.
+        let (_, d) = feed(
+            &mut s,
+            0,
+            0.0,
+            &[
+                (27.0, 1.0),
+                (21.0, 1.0),
+                (34.0, 1.0),
+                (27.5, 1.0),
+                (19.0, 1.2),
+            ],
+        );
+        assert_eq!(d, Some(Decision::Refer));
+        assert!(s.aggregate().unwrap().sigma > 5.0);
+    }
+
+    #[test]
+    fn one_outlier_does_not_move_the_median() {
+        let mut s = session(0);
+        let (_, d) = feed(
+            &mut s,
+            0,
+            0.0,
+            &[
+                (40.0, 2.0),
+                (40.5, 2.0),
+                (8.0, 2.0),
+                (39.5, 2.0),
+                (40.0, 2.0),
+            ],
+        );
+        assert_eq!(d, Some(Decision::Allow));
+    }
+
+    #[test]
+    fn timeout_is_refer() {
+        let mut s = session(10_000);
+        s.observe(10_000, Some((bbox(0.0), est(40.0, 2.0))));
+        assert_eq!(s.poll(10_100), None);
+        for t in (10_100..13_999).step_by(100) {
+            s.observe(t, None);
+            assert_eq!(s.poll(t), None, "at {t}");
+        }
+        assert_eq!(s.poll(14_000), Some(Decision::Refer));
+    }
+
+    #[test]
+    fn a_second_person_resets_the_window() {
+        let mut s = session(0);
+        // Four frames of an adult, then a child steps in somewhere else in the frame.
+        let (t, d) = feed(&mut s, 0, 0.0, &[(45.0, 2.0); 4]);
+        assert_eq!(d, None);
+        let (_, d) = feed(
+            &mut s,
+            t,
+            400.0,
+            &[
+                (11.0, 1.5),
+                (12.0, 1.5),
+                (11.5, 1.5),
+                (12.0, 1.5),
+                (11.0, 1.5),
+            ],
+        );
+        assert_eq!(d, Some(Decision::Deny));
+        assert_eq!(s.resets(), 1);
+        assert_eq!(s.frames(), 5);
+    }
+
+    #[test]
+    fn a_lost_face_resets_the_window() {
+        let mut s = session(0);
+        let (t, _) = feed(&mut s, 0, 0.0, &[(12.0, 1.0); 4]);
+        // Gone for longer than lost_face_ms, then an adult at the same spot.
+        s.observe(t + 100, None);
+        let (_, d) = feed(&mut s, t + 700, 0.0, &[(45.0, 2.0); 5]);
+        assert_eq!(d, Some(Decision::Allow));
+        assert_eq!(s.resets(), 1);
+        // A short gap does not reset.
+        let mut s = session(0);
+        let (t, _) = feed(&mut s, 0, 0.0, &[(45.0, 2.0); 4]);
+        s.observe(t, None);
+        let (_, d) = feed(&mut s, t + 300, 0.0, &[(45.0, 2.0)]);
+        assert_eq!(d, Some(Decision::Allow));
+        assert_eq!(s.resets(), 0);
+    }
+
+    #[test]
+    fn the_timeout_survives_resets() {
+        let mut s = session(0);
+        let mut t = 0;
+        let mut x = 0.0;
+        // People swapping every 4 frames never fill a window; the session still ends.
+        while s.poll(t).is_none() {
+            for _ in 0..4 {
+                s.observe(t, Some((bbox(x), est(40.0, 1.0))));
+                assert!(s.poll(t).is_none() || t >= 4_000);
+                t += 66;
+            }
+            x = if x == 0.0 { 400.0 } else { 0.0 };
+        }
+        assert_eq!(s.poll(t), Some(Decision::Refer));
+        assert!((4_000..4_400).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn a_nan_estimate_never_allows() {
+        for bad in [
+            (f32::NAN, 2.0),
+            (40.0, f32::NAN),
+            (f32::INFINITY, 1.0),
+            (40.0, -1.0),
+        ] {
+            let mut s = session(0);
+            let mut frames = vec![(40.0, 2.0); 6];
+            frames[2] = bad;
+            let (_, d) = feed(&mut s, 0, 0.0, &frames);
+            assert_eq!(d, Some(Decision::Refer), "{bad:?}");
+            let mut s = session(0);
+            let (_, d) = feed(&mut s, 0, 0.0, &[bad; 6]);
+            assert_eq!(d, Some(Decision::Refer), "{bad:?}");
+        }
+        // A NaN box is skipped, never followed.
+        let mut s = session(0);
+        s.observe(
+            0,
+            Some((
+                BBox {
+                    x0: f32::NAN,
+                    y0: 0.0,
+                    x1: 1.0,
+                    y1: 1.0,
+                },
+                est(40.0, 1.0),
+            )),
+        );
+        assert_eq!(s.frames(), 0);
+    }
+
+    #[test]
+    fn window_keeps_the_latest_max_frames() {
+        let settings = SessionSettings {
+            min_frames: 64,
+            max_frames: 3,
+            ..Default::default()
+        };
+        assert!(Session::new(settings, policy(), 0).is_err());
+        let settings = SessionSettings {
+            min_frames: 3,
+            max_frames: 3,
+            ..Default::default()
+        };
+        let mut s = Session::new(settings, policy(), 0).unwrap();
+        for (i, age) in [10.0, 40.0, 41.0, 42.0].into_iter().enumerate() {
+            s.observe(i as u64 * 10, Some((bbox(0.0), est(age, 1.0))));
+        }
+        assert_eq!(s.aggregate().unwrap().age, 41.0);
+        assert_eq!(s.poll(40), Some(Decision::Allow));
+    }
+
+    #[test]
+    fn settings_errors_name_the_field() {
+        let base = SessionSettings::default();
+        assert_eq!(base.validate(), Ok(()));
+        let cases = [
+            (
+                SessionSettings {
+                    min_frames: 0,
+                    ..base
+                },
+                "min_frames",
+            ),
+            (
+                SessionSettings {
+                    max_frames: 2,
+                    ..base
+                },
+                "max_frames",
+            ),
+            (
+                SessionSettings {
+                    max_frames: 65,
+                    ..base
+                },
+                "max_frames",
+            ),
+            (
+                SessionSettings {
+                    timeout_ms: 0,
+                    ..base
+                },
+                "timeout_ms",
+            ),
+            (
+                SessionSettings {
+                    iou_threshold: 0.0,
+                    ..base
+                },
+                "iou_threshold",
+            ),
+            (
+                SessionSettings {
+                    iou_threshold: f32::NAN,
+                    ..base
+                },
+                "iou_threshold",
+            ),
+            (
+                SessionSettings {
+                    iou_threshold: 1.5,
+                    ..base
+                },
+                "iou_threshold",
+            ),
+            (
+                SessionSettings {
+                    lost_face_ms: 0,
+                    ..base
+                },
+                "lost_face_ms",
+            ),
+        ];
+        for (settings, field) in cases {
+            let err = settings.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The `agegate` binary end to end: estimate and eval on the bundled photos, bad input.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn board_args() -> Vec<String> {
+    // The dev board with the fixture age model, so these tests do not depend on which
+    // trained model is shipped.
+    vec![
+        "--board".into(),
+        root().join("boards/dev.toml").display().to_string(),
+        "--age-model".into(),
+        fixture_age_model().display().to_string(),
+    ]
+}
+
+#[test]
+fn estimate_prints_one_json_line_per_photo_and_survives_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("readme.jpg");
+    write(&text, "not a picture");
+    let output = agegate()
+        .arg("estimate")
+        .arg(photo("astronaut.jpg"))
+        .arg(&text)
+        .arg(photo("rocket_no_face.jpg"))
+        .arg("/nonexistent/x.png")
+        .arg(photo("grace_hopper_grey.png"))
+        .args(board_args())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    for (line, good) in [(0, true), (4, true)] {
+        let faces = lines[line]["faces"].as_array().unwrap();
+        assert_eq!(faces.len(), 1, "{}", lines[line]);
+        assert_eq!(good, faces[0]["main"] == true);
+        for key in [
+            "bbox",
+            "keypoints",
+            "age",
+            "sigma",
+            "steps",
+            "decision",
+            "score",
+        ] {
+            assert!(faces[0].get(key).is_some(), "missing {key} in {}", faces[0]);
+        }
+        assert_eq!(faces[0]["keypoints"].as_array().unwrap().len(), 6);
+    }
+    assert!(lines[1]["error"].as_str().unwrap().contains("not an image"));
+    assert_eq!(lines[2]["faces"].as_array().unwrap().len(), 0);
+    assert_eq!(lines[2]["decision"], "REFER");
+    assert!(lines[3]["error"].as_str().unwrap().contains("no such file"));
+}
+
+#[test]
+fn estimate_fails_only_when_nothing_could_be_processed() {
+    let output = agegate()
+        .arg("estimate")
+        .arg("/nonexistent/a.jpg")
+        .args(board_args())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn a_bad_board_file_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = dir.path().join("bad.toml");
+    let good = std::fs::read_to_string(root().join("boards/dev.toml")).unwrap();
+    write(
+        &board,
+        &good.replace("k_sigma = 1.0", "k_sigma = 1.0\nk_sgima = 2.0"),
+    );
+    let output = agegate()
+        .args(["estimate", "x.jpg", "--board"])
+        .arg(&board)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("k_sgima") && stderr.contains("bad.toml"),
+        "{stderr}"
+    );
+
+    write(
+        &board,
+        &good.replace("../models/blazeface_short.onnx", "../models/nope.onnx"),
+    );
+    let output = agegate()
+        .args(["estimate", "x.jpg", "--board"])
+        .arg(&board)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("models.detector") && stderr.contains("nope.onnx"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_model_file_stops_the_command_with_its_name() {
+    let output = agegate()
+        .arg("estimate")
+        .arg(photo("astronaut.jpg"))
+        .arg("--age-model")
+        .arg(fixture("age_truncated.onnx"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("age_truncated.onnx") && stderr.contains("not a valid ONNX model"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn eval_writes_every_key_the_report_promises() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.csv");
+    let photos = root().join("tests/photos");
+    write(
+        &manifest,
+        "path,age,gender,race\nastronaut.jpg,39,1,0\nastronaut_grey.jpg,39,1,0\ngrace_hopper.jpg,78,1,0\n\
+         grace_hopper_tight_crop.jpg,78,1,\nrocket_no_face.jpg,30,,\nmissing.jpg,16,0,2\n",
+    );
+    let json = dir.path().join("report.json");
+    let plot = dir.path().join("bands.svg");
+    let output = agegate()
+        .args(["eval", "--manifest"])
+        .arg(&manifest)
+        .arg("--root")
+        .arg(&photos)
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&plot)
+        .args(board_args())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["n"], 6);
+    assert_eq!(report["no_face"], 1);
+    assert_eq!(report["failed"], 1);
+    assert_eq!(report["n_estimated"], 4);
+    for key in [
+        "mae",
+        "cs5",
+        "challenge25_fpr",
+        "adult25_referral_rate",
+        "step_mae",
+        "per_image_csv",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}");
+    }
+    let bands = report["bands"].as_object().unwrap();
+    let names: Vec<&str> = bands.keys().map(String::as_str).collect();
+    for band in ["0-12", "13-17", "18-24", "25-34", "35-49", "50+"] {
+        assert!(names.contains(&band), "{names:?}");
+    }
+    assert_eq!(bands["35-49"]["n"], 2);
+    assert_eq!(bands["50+"]["n"], 2);
+    // The under-18 row failed to load: REFER, so it counts as not allowed.
+    assert_eq!(report["challenge25_fpr"], 0.0);
+    assert_eq!(report["groups"]["gender"]["1"]["n"], 4);
+    assert_eq!(report["groups"]["race"]["0"]["n"], 3);
+    let csv = std::fs::read_to_string(report["per_image_csv"].as_str().unwrap()).unwrap();
+    assert_eq!(csv.lines().count(), 7);
+    assert!(csv.contains("no_face") && csv.contains("failed"));
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("50+"));
+}
+
+#[test]
+fn eval_refuses_a_manifest_with_a_bad_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.csv");
+    write(&manifest, "path,age\na.jpg,12\nb.jpg,old\n");
+    let output = agegate()
+        .args(["eval", "--manifest"])
+        .arg(&manifest)
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
+        .args(board_args())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("m.csv, line 3: age `old` is not a number"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["estimate", "eval", "crops"] {
+        let output = agegate().args([sub, "--help"]).output().unwrap();
+        assert!(output.status.success());
+        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"));
+    }
+}

@@ -1,0 +1,56 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn photo(name: &str) -> PathBuf {
+    root().join("tests/photos").join(name)
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+pub fn detector_model() -> PathBuf {
+    root().join("models/blazeface_short.onnx")
+}
+
+pub fn fixture_age_model() -> PathBuf {
+    fixture("age_fixture.onnx")
+}
+
+/// The labelled data beside the checkout (`../shared/data`), absent in a user's clone.
+pub fn shared_data() -> Option<PathBuf> {
+    let dir = root().join("../shared/data");
+    dir.join("utkface/val.csv").is_file().then_some(dir)
+}
+
+/// Says why a test that needs the shared data does nothing, so a skip is never silent.
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// The `agegate` binary. When the tests themselves run under an emulator (the aarch64 run
+/// under qemu-user), `AGEGATE_TEST_RUNNER` names the emulator command to start it with,
+/// since a child process of an emulated program is started by the host kernel.
+pub fn agegate() -> Command {
+    let bin = env!("CARGO_BIN_EXE_agegate");
+    match std::env::var("AGEGATE_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = Command::new(parts.next().unwrap_or_default());
+            cmd.args(parts).arg(bin);
+            cmd
+        }
+        _ => Command::new(bin),
+    }
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("writing a test file");
+}
