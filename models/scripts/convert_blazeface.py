@@ -107,7 +107,7 @@ def check_versions() -> None:
         try:
             have = version(pkg)
         except PackageNotFoundError:
-            sys.exit(f"{pkg} is not installed: pip install -r models/requirements.txt")
+            sys.exit(f"{pkg} is not installed: pip install -r models/requirements-convert.txt")
         if have != want:
             sys.exit(f"{pkg}=={have} installed, this script is pinned to {pkg}=={want}")
 
