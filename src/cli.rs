@@ -6,10 +6,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use agegate::config::Board;
+use agegate::actuate::Gate;
+use agegate::capture::{self, CaptureSettings};
+use agegate::config::{Board, SerialSettings};
+use agegate::daemon::{
+    Clock, Daemon, Exit, ModelFiles, MonotonicClock, Parts, RecordingClock, StopSignal,
+    SystemdWatchdog,
+};
 use agegate::detect::FaceDetector;
 use agegate::estimate::AgeModel;
 use agegate::pipeline::Pipeline;
+use agegate::serial::link::{HostLink, SerialLink};
 use agegate::{crops, eval, manifest, photo};
 
 #[derive(Debug, Parser)]
@@ -31,6 +38,19 @@ pub enum Command {
     Eval(EvalArgs),
     /// Write the aligned face crops of a manifest (training data made by the runtime itself).
     Crops(CropsArgs),
+    /// Run the device: camera (or recording) -> decisions -> relay, LEDs and serial line.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Board file: models, policy, capture, serial, GPIO and session settings.
+    #[arg(long, default_value = "boards/dev.toml")]
+    pub board: PathBuf,
+    /// Do not print events (decisions, serial frames, pin changes) as JSON lines on stdout;
+    /// the audit log (stderr, AGEGATE_LOG=info) still has them.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +139,8 @@ pub enum Outcome {
     Success,
     /// Nothing could be processed (every input failed): exit status 1.
     NothingProcessed,
+    /// The daemon stopped on a fault that needs a restart: exit status 3.
+    Fault,
 }
 
 pub fn run(cli: Cli) -> Result<Outcome> {
@@ -126,7 +148,71 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Estimate(args) => estimate(args),
         Command::Eval(args) => run_eval(args),
         Command::Crops(args) => run_crops(args),
+        Command::Run(args) => run_daemon(args),
     }
+}
+
+fn run_daemon(args: RunArgs) -> Result<Outcome> {
+    let board = Board::load(&args.board)?;
+    let key_missing = |key: &str| {
+        anyhow::anyhow!(
+            "board file {}: key `{key}`: missing; `agegate run` needs [capture] and [gpio]",
+            args.board.display()
+        )
+    };
+    let capture_settings = board
+        .capture
+        .clone()
+        .ok_or_else(|| key_missing("capture"))?;
+    let gpio = board.gpio.clone().ok_or_else(|| key_missing("gpio"))?;
+    // The relay first: it is driven inactive before anything else can fail.
+    let gate = Gate::from_settings(&gpio)?;
+    let stop = StopSignal::install().context("installing the SIGTERM/SIGINT handler")?;
+    let load_started = std::time::Instant::now();
+    let pipeline = Pipeline::from_board(&board)?;
+    let models = ModelFiles::snapshot(&[board.detector_model.clone(), board.age_model.clone()])
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        ms = load_started.elapsed().as_millis() as u64,
+        "models loaded"
+    );
+    let source = capture::open(&capture_settings)?;
+    let link: Option<Box<dyn HostLink>> = match &board.serial {
+        SerialSettings::None => None,
+        SerialSettings::Port { path, baud } => {
+            Some(Box::new(SerialLink::open(path.clone(), *baud)?))
+        }
+    };
+    // A recording replays on its own timestamps (deterministic, as fast as it runs).
+    let clock: Box<dyn Clock> = match capture_settings {
+        CaptureSettings::Camera { .. } => Box::new(MonotonicClock::default()),
+        _ => Box::new(RecordingClock::default()),
+    };
+    let parts = Parts {
+        source,
+        estimator: Box::new(pipeline),
+        link,
+        gate,
+        models: Box::new(models),
+        watchdog: Box::new(SystemdWatchdog::from_env()),
+        clock,
+        stop,
+    };
+    let quiet = args.quiet;
+    let events = Box::new(move |event: agegate::daemon::Event| {
+        if !quiet {
+            if let Ok(line) = serde_json::to_string(&event) {
+                println!("{line}");
+            }
+        }
+    });
+    let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
+    let exit = daemon.run();
+    eprintln!("agegate run: {exit:?}; {:?}", daemon.stats());
+    Ok(match exit {
+        Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
+        Exit::Fault { .. } => Outcome::Fault,
+    })
 }
 
 fn estimate(args: EstimateArgs) -> Result<Outcome> {

@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capture::{CameraFormat, CaptureSettings};
 use crate::decide::Policy;
 use crate::detect::DetectorSettings;
+use crate::session::SessionSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -36,6 +38,150 @@ pub struct RawBoard {
     pub policy: RawPolicy,
     #[serde(default)]
     pub detector: RawDetector,
+    pub capture: Option<RawCapture>,
+    pub serial: Option<RawSerial>,
+    pub gpio: Option<RawGpio>,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub daemon: RawDaemon,
+}
+
+/// `[capture]`: where `agegate run` gets frames.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    /// "camera", "image-dir", "mjpeg-file", "yuyv-file" or "y4m-file".
+    pub source: String,
+    pub device: Option<PathBuf>,
+    pub path: Option<PathBuf>,
+    pub format: Option<CameraFormat>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    #[serde(rename = "loop")]
+    pub looped: Option<bool>,
+}
+
+/// `[serial]`: the line to the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSerial {
+    /// "port" or "none".
+    pub kind: String,
+    pub path: Option<PathBuf>,
+    pub baud: Option<u32>,
+}
+
+/// `[gpio]`: relay and LEDs.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGpio {
+    /// "rppal", "cdev" or "log".
+    pub backend: String,
+    pub relay: String,
+    #[serde(default)]
+    pub relay_active_low: bool,
+    pub relay_pulse_ms: Option<u64>,
+    pub led_allow: Option<String>,
+    pub led_deny: Option<String>,
+    pub led_refer: Option<String>,
+    #[serde(default)]
+    pub leds_active_low: bool,
+}
+
+/// `[session]`: the decision window (defaults in `SessionSettings::default`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// "request" (the host sends REQUEST) or "face" (a face in view starts a decision).
+    pub trigger: Option<String>,
+    pub min_frames: Option<usize>,
+    pub max_frames: Option<usize>,
+    pub timeout_ms: Option<u64>,
+    pub iou_threshold: Option<f32>,
+    pub lost_face_ms: Option<u64>,
+}
+
+/// `[daemon]`: the frame loop's timings.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    pub heartbeat_ms: Option<u64>,
+    pub model_check_ms: Option<u64>,
+    pub reopen_backoff_ms: Option<u64>,
+    pub max_backoff_ms: Option<u64>,
+    pub max_bad_frames: Option<u32>,
+    pub max_model_errors: Option<u32>,
+}
+
+/// What starts a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A REQUEST from the host (kiosk, vending machine).
+    Request,
+    /// A face in view (a door without a host); DECISIONs go out unsolicited.
+    Face,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SerialSettings {
+    None,
+    Port { path: PathBuf, baud: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpioBackend {
+    Rppal,
+    Cdev,
+    Log,
+}
+
+/// A GPIO line: a BCM number for `rppal`, a line name for `cdev` and `log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinSpec {
+    Bcm(u8),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpioSettings {
+    pub backend: GpioBackend,
+    pub relay: PinSpec,
+    pub relay_active_low: bool,
+    pub relay_pulse_ms: u64,
+    /// allow, deny, refer
+    pub leds: [Option<PinSpec>; 3],
+    pub leds_active_low: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    pub trigger: Trigger,
+    pub session: SessionSettings,
+    pub heartbeat_ms: u64,
+    pub model_check_ms: u64,
+    pub reopen_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// Undecodable frames in a row that count as a camera fault.
+    pub max_bad_frames: u32,
+    /// Inference errors in a row after which the daemon exits for a restart.
+    pub max_model_errors: u32,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            trigger: Trigger::Request,
+            session: SessionSettings::default(),
+            heartbeat_ms: 1_000,
+            model_check_ms: 2_000,
+            reopen_backoff_ms: 250,
+            max_backoff_ms: 8_000,
+            max_bad_frames: 30,
+            max_model_errors: 5,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +216,11 @@ pub struct Board {
     pub age_model: PathBuf,
     pub policy: Policy,
     pub detector: DetectorSettings,
+    /// `None` when the board file has no `[capture]` (enough for `estimate` and `eval`).
+    pub capture: Option<CaptureSettings>,
+    pub serial: SerialSettings,
+    pub gpio: Option<GpioSettings>,
+    pub daemon: DaemonSettings,
 }
 
 impl Board {
@@ -140,6 +291,16 @@ impl Board {
         if raw.name.trim().is_empty() {
             return Err(invalid("name", "is empty".into()));
         }
+        let capture = raw
+            .capture
+            .map(|c| validate_capture(c, base, &invalid))
+            .transpose()?;
+        let serial = match raw.serial {
+            None => SerialSettings::None,
+            Some(s) => validate_serial(s, base, &invalid)?,
+        };
+        let gpio = raw.gpio.map(|g| validate_gpio(g, &invalid)).transpose()?;
+        let daemon = validate_daemon(raw.session, raw.daemon, &invalid)?;
         Ok(Board {
             name: raw.name,
             path: path.to_path_buf(),
@@ -151,6 +312,333 @@ impl Board {
                 merge_iou,
                 canvas_scales,
             },
+            capture,
+            serial,
+            gpio,
+            daemon,
         })
     }
+}
+
+type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+
+fn validate_capture(
+    raw: RawCapture,
+    base: &Path,
+    invalid: &Invalid,
+) -> Result<CaptureSettings, ConfigError> {
+    let fps = raw.fps.unwrap_or(15);
+    if !(1..=120).contains(&fps) {
+        return Err(invalid("capture.fps", format!("{fps}: give 1 to 120")));
+    }
+    let looped = raw.looped.unwrap_or(false);
+    let size = |default: (u32, u32)| -> Result<(u32, u32), ConfigError> {
+        let (w, h) = (
+            raw.width.unwrap_or(default.0),
+            raw.height.unwrap_or(default.1),
+        );
+        if !(16..=7680).contains(&w) || w % 2 != 0 {
+            return Err(invalid(
+                "capture.width",
+                format!("{w}: give an even width, 16 to 7680"),
+            ));
+        }
+        if !(16..=4320).contains(&h) {
+            return Err(invalid("capture.height", format!("{h}: give 16 to 4320")));
+        }
+        Ok((w, h))
+    };
+    let file = |must_be_dir: bool| -> Result<PathBuf, ConfigError> {
+        let Some(p) = raw.path.as_ref() else {
+            return Err(invalid(
+                "capture.path",
+                format!("missing; source `{}` reads a recording", raw.source),
+            ));
+        };
+        let full = base.join(p);
+        let ok = if must_be_dir {
+            full.is_dir()
+        } else {
+            full.is_file()
+        };
+        if !ok {
+            let what = if must_be_dir { "folder" } else { "file" };
+            return Err(invalid(
+                "capture.path",
+                format!("no such {what}: {}", full.display()),
+            ));
+        }
+        Ok(full)
+    };
+    let no = |key: &str| -> Result<(), ConfigError> {
+        Err(invalid(
+            key,
+            format!("does not apply to source `{}`", raw.source),
+        ))
+    };
+    if raw.source != "camera" && raw.device.is_some() {
+        no("capture.device")?;
+    }
+    if raw.source != "camera" && raw.format.is_some() {
+        no("capture.format")?;
+    }
+    Ok(match raw.source.as_str() {
+        "camera" => {
+            if raw.path.is_some() || raw.looped.is_some() {
+                no(if raw.path.is_some() {
+                    "capture.path"
+                } else {
+                    "capture.loop"
+                })?;
+            }
+            let Some(device) = raw.device.as_ref() else {
+                return Err(invalid(
+                    "capture.device",
+                    "missing, e.g. \"/dev/video0\"".into(),
+                ));
+            };
+            let device = base.join(device);
+            if !device.exists() {
+                return Err(invalid(
+                    "capture.device",
+                    format!(
+                        "no such device: {} (is the camera plugged in? `v4l2-ctl --list-devices`)",
+                        device.display()
+                    ),
+                ));
+            }
+            let (width, height) = size((640, 480))?;
+            CaptureSettings::Camera {
+                device,
+                format: raw.format.unwrap_or(CameraFormat::Mjpeg),
+                width,
+                height,
+                fps,
+            }
+        }
+        "image-dir" => CaptureSettings::ImageDir {
+            path: file(true)?,
+            fps,
+            looped,
+        },
+        "mjpeg-file" => CaptureSettings::MjpegFile {
+            path: file(false)?,
+            fps,
+            looped,
+        },
+        "y4m-file" => CaptureSettings::Y4mFile {
+            path: file(false)?,
+            fps,
+            looped,
+        },
+        "yuyv-file" => {
+            if raw.width.is_none() || raw.height.is_none() {
+                return Err(invalid(
+                    "capture.width",
+                    "raw YUYV needs width and height".into(),
+                ));
+            }
+            let (width, height) = size((0, 0))?;
+            CaptureSettings::YuyvFile {
+                path: file(false)?,
+                width,
+                height,
+                fps,
+                looped,
+            }
+        }
+        other => {
+            return Err(invalid(
+                "capture.source",
+                format!("`{other}`: give camera, image-dir, mjpeg-file, yuyv-file or y4m-file"),
+            ))
+        }
+    })
+}
+
+fn validate_serial(
+    raw: RawSerial,
+    base: &Path,
+    invalid: &Invalid,
+) -> Result<SerialSettings, ConfigError> {
+    match raw.kind.as_str() {
+        "none" => {
+            if raw.path.is_some() || raw.baud.is_some() {
+                return Err(invalid(
+                    "serial.path",
+                    "serial.kind is \"none\": remove path and baud".into(),
+                ));
+            }
+            Ok(SerialSettings::None)
+        }
+        "port" => {
+            let Some(path) = raw.path else {
+                return Err(invalid(
+                    "serial.path",
+                    "missing, e.g. \"/dev/ttyAMA0\"".into(),
+                ));
+            };
+            let path = base.join(path);
+            if !path.exists() {
+                return Err(invalid(
+                    "serial.path",
+                    format!("no such device: {}", path.display()),
+                ));
+            }
+            let baud = raw.baud.unwrap_or(115_200);
+            if !(1_200..=4_000_000).contains(&baud) {
+                return Err(invalid(
+                    "serial.baud",
+                    format!("{baud}: give 1200 to 4000000"),
+                ));
+            }
+            Ok(SerialSettings::Port { path, baud })
+        }
+        other => Err(invalid(
+            "serial.kind",
+            format!("`{other}`: give port or none"),
+        )),
+    }
+}
+
+fn validate_gpio(raw: RawGpio, invalid: &Invalid) -> Result<GpioSettings, ConfigError> {
+    let backend = match raw.backend.as_str() {
+        "rppal" => GpioBackend::Rppal,
+        "cdev" => GpioBackend::Cdev,
+        "log" => GpioBackend::Log,
+        other => {
+            return Err(invalid(
+                "gpio.backend",
+                format!("`{other}`: give rppal, cdev or log"),
+            ))
+        }
+    };
+    let pin = |key: &str, text: &str| -> Result<PinSpec, ConfigError> {
+        match backend {
+            // BCM 0..=27 are the 40-pin header's GPIOs.
+            GpioBackend::Rppal => match text.trim().parse::<u8>() {
+                Ok(n) if n <= 27 => Ok(PinSpec::Bcm(n)),
+                _ => Err(invalid(
+                    key,
+                    format!("`{text}`: rppal takes a BCM GPIO number, 0 to 27"),
+                )),
+            },
+            GpioBackend::Cdev | GpioBackend::Log => {
+                if text.trim().is_empty() {
+                    Err(invalid(key, "empty line name (see `gpioinfo`)".into()))
+                } else {
+                    Ok(PinSpec::Name(text.trim().to_string()))
+                }
+            }
+        }
+    };
+    let relay = pin("gpio.relay", &raw.relay)?;
+    let leds = [
+        raw.led_allow
+            .as_deref()
+            .map(|t| pin("gpio.led_allow", t))
+            .transpose()?,
+        raw.led_deny
+            .as_deref()
+            .map(|t| pin("gpio.led_deny", t))
+            .transpose()?,
+        raw.led_refer
+            .as_deref()
+            .map(|t| pin("gpio.led_refer", t))
+            .transpose()?,
+    ];
+    let mut seen = vec![("gpio.relay", &relay)];
+    for (key, spec) in ["gpio.led_allow", "gpio.led_deny", "gpio.led_refer"]
+        .into_iter()
+        .zip(&leds)
+    {
+        if let Some(spec) = spec {
+            if let Some((other, _)) = seen.iter().find(|(_, s)| *s == spec) {
+                return Err(invalid(key, format!("same line as {other}")));
+            }
+            seen.push((key, spec));
+        }
+    }
+    let relay_pulse_ms = raw.relay_pulse_ms.unwrap_or(3_000);
+    if !(100..=60_000).contains(&relay_pulse_ms) {
+        return Err(invalid(
+            "gpio.relay_pulse_ms",
+            format!("{relay_pulse_ms}: give 100 to 60000"),
+        ));
+    }
+    Ok(GpioSettings {
+        backend,
+        relay,
+        relay_active_low: raw.relay_active_low,
+        relay_pulse_ms,
+        leds,
+        leds_active_low: raw.leds_active_low,
+    })
+}
+
+fn validate_daemon(
+    session: RawSession,
+    raw: RawDaemon,
+    invalid: &Invalid,
+) -> Result<DaemonSettings, ConfigError> {
+    let d = DaemonSettings::default();
+    let trigger = match session.trigger.as_deref() {
+        None | Some("request") => Trigger::Request,
+        Some("face") => Trigger::Face,
+        Some(other) => {
+            return Err(invalid(
+                "session.trigger",
+                format!("`{other}`: give request or face"),
+            ))
+        }
+    };
+    let session = SessionSettings {
+        min_frames: session.min_frames.unwrap_or(d.session.min_frames),
+        max_frames: session.max_frames.unwrap_or(d.session.max_frames),
+        timeout_ms: session.timeout_ms.unwrap_or(d.session.timeout_ms),
+        iou_threshold: session.iou_threshold.unwrap_or(d.session.iou_threshold),
+        lost_face_ms: session.lost_face_ms.unwrap_or(d.session.lost_face_ms),
+    };
+    // The error text names its key (session.min_frames, ...).
+    session.validate().map_err(|e| {
+        let text = e.to_string();
+        let key = text.split(' ').next().unwrap_or("session").to_string();
+        invalid(&key, text)
+    })?;
+    let positive = |key: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+        match v.unwrap_or(default) {
+            0 => Err(invalid(key, "must be above 0".into())),
+            v => Ok(v),
+        }
+    };
+    let reopen_backoff_ms = positive(
+        "daemon.reopen_backoff_ms",
+        raw.reopen_backoff_ms,
+        d.reopen_backoff_ms,
+    )?;
+    let max_backoff_ms = positive(
+        "daemon.max_backoff_ms",
+        raw.max_backoff_ms,
+        d.max_backoff_ms,
+    )?;
+    if max_backoff_ms < reopen_backoff_ms {
+        return Err(invalid(
+            "daemon.max_backoff_ms",
+            "must be at least reopen_backoff_ms".into(),
+        ));
+    }
+    Ok(DaemonSettings {
+        trigger,
+        session,
+        heartbeat_ms: positive("daemon.heartbeat_ms", raw.heartbeat_ms, d.heartbeat_ms)?,
+        model_check_ms: positive(
+            "daemon.model_check_ms",
+            raw.model_check_ms,
+            d.model_check_ms,
+        )?,
+        reopen_backoff_ms,
+        max_backoff_ms,
+        max_bad_frames: raw.max_bad_frames.unwrap_or(d.max_bad_frames).max(1),
+        max_model_errors: raw.max_model_errors.unwrap_or(d.max_model_errors).max(1),
+    })
 }

@@ -1,13 +1,18 @@
 //! agegate: offline age gating for edge boards.
 //!
 //! The data walks one way, each stage in its own module:
-//! photo/capture -> [`detect`] -> [`align`] -> [`estimate`] -> [`decide`] (-> actuate).
-//! [`pipeline`] strings the stages together for one image; [`eval`] and [`crops`] run it
-//! over labelled manifests. [`engine`] is the tract wrapper the model stages share.
+//! [`capture`] (or [`photo`]) -> [`detect`] -> [`align`] -> [`estimate`] -> [`session`] /
+//! [`decide`] -> [`actuate`] and [`serial`]. [`pipeline`] strings the model stages together
+//! for one image; [`eval`] and [`crops`] run it over labelled manifests; [`daemon`] runs
+//! the whole device loop. [`engine`] is the tract wrapper the model stages share;
+//! [`config`] reads board files.
 
+pub mod actuate;
 pub mod align;
+pub mod capture;
 pub mod config;
 pub mod crops;
+pub mod daemon;
 pub mod decide;
 pub mod detect;
 pub mod engine;

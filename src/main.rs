@@ -19,6 +19,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(cli::Outcome::Success) => ExitCode::SUCCESS,
         Ok(cli::Outcome::NothingProcessed) => ExitCode::from(1),
+        Ok(cli::Outcome::Fault) => ExitCode::from(3),
         Err(e) => {
             eprintln!("agegate: error: {e:#}");
             ExitCode::from(2)

@@ -166,6 +166,15 @@ impl Session {
         &self.settings
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The box of the face the window follows, as last seen.
+    pub fn followed_box(&self) -> Option<BBox> {
+        self.track.map(|(bbox, _)| bbox)
+    }
+
     /// Times the window restarted because a different person appeared.
     pub fn resets(&self) -> u32 {
         self.resets

@@ -6,6 +6,7 @@
 //!
 //! Protocol reference: `docs/serial-protocol.md`.
 
+pub mod link;
 pub mod wire;
 
 pub use wire::{

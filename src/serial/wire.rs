@@ -371,6 +371,9 @@ impl FaultCode {
     pub const CONFIG: Self = Self(0x04);
     pub const SERIAL: Self = Self(0x05);
     pub const WATCHDOG: Self = Self(0x06);
+    /// The device is shutting down (SIGTERM, SIGINT); a pending REQUEST gets no verdict
+    /// but REFER.
+    pub const SHUTDOWN: Self = Self(0x07);
     pub const INTERNAL: Self = Self(0xFF);
 }
 

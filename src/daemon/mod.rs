@@ -1,0 +1,834 @@
+//! The daemon: camera -> face -> age -> decision -> relay, LEDs and serial, one loop.
+//!
+//! Each turn of [`Daemon::step`] reads the host line, checks the model files, takes one
+//! frame, runs the pipeline when a decision is being made, and drives the gate. Every
+//! piece of hardware is behind a trait ([`FrameSource`], [`HostLink`], the gate's
+//! [`crate::actuate::OutputLine`]s) and time comes from a [`Clock`], so the whole loop
+//! runs in tests on fakes, recordings and simulated time.
+//!
+//! **Fail closed.** The relay is energised only by an ALLOW of a complete decision
+//! window, for the board's pulse. On every fault the gate shows FAULT (relay off), the
+//! host gets a FAULT message and a pending REQUEST is answered REFER (ask for ID):
+//! - camera lost or too many bad frames: fault, reopen with backoff, recover;
+//! - an inference error: fault, the pending REQUEST is answered REFER; after
+//!   `max_model_errors` in a row the daemon exits for systemd to restart it;
+//! - a model file changed or vanished on disk: fault and exit (restart loads and checks
+//!   the new file, or fails to start: gate closed either way);
+//! - the serial line lost: relay off, pending REQUEST dropped (the host cannot be told
+//!   until the line is back; then it gets FAULT serial), reopen with backoff;
+//! - a panic in a pipeline stage: caught, fault, exit;
+//! - a GPIO write error: relay driven off, fault, exit;
+//! - SIGTERM/SIGINT: FAULT shutdown, pending REQUEST answered REFER, gate closed, clean
+//!   exit; a second signal skips the messages.
+//!
+//! **Privacy.** Frames live in one reused buffer and never reach the disk; the audit log
+//! records decisions, age band, sigma and timings, never images, crops or embeddings.
+//!
+//! **No per-frame allocation** in this loop after warm-up: the frame, the serial buffers
+//! and the inbox are reused (the pipeline's own tensors are tract's business).
+
+pub mod clock;
+pub mod supervise;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use image::RgbImage;
+
+use crate::actuate::{Gate, Indication, PinChange};
+use crate::capture::{CaptureError, FrameSource};
+use crate::config::{DaemonSettings, Trigger};
+use crate::decide::{Decision, Policy};
+use crate::detect::{main_face, BBox};
+use crate::engine::ModelError;
+use crate::estimate::AgeEstimate;
+use crate::pipeline::Pipeline;
+use crate::serial::link::{HostLink, LinkError};
+use crate::serial::{AgeBand, Decoder, DeviceState, FaultCode, Message};
+use crate::session::{Aggregate, Session};
+
+pub use clock::{Clock, MonotonicClock, RecordingClock};
+pub use supervise::{ModelFiles, ModelGuard, NoWatchdog, StopSignal, SystemdWatchdog, Watchdog};
+
+/// The main face of a frame and its estimate, or none.
+pub trait FaceEstimator {
+    fn main_face(&self, frame: &RgbImage) -> Result<Option<(BBox, AgeEstimate)>, ModelError>;
+}
+
+impl FaceEstimator for Pipeline {
+    fn main_face(&self, frame: &RgbImage) -> Result<Option<(BBox, AgeEstimate)>, ModelError> {
+        let faces = self.detector.detect(frame)?;
+        let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
+            return Ok(None);
+        };
+        let face = &faces[i];
+        Ok(Some((face.bbox, self.estimate_face(frame, face)?)))
+    }
+}
+
+/// Something the daemon did, for the audit log and `agegate run`'s output. Times are the
+/// daemon clock's milliseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Decision {
+        t_ms: u64,
+        id: u16,
+        decision: Decision,
+        age_band: &'static str,
+        sigma: f32,
+        frames: usize,
+        /// From the start of the window (REQUEST or first face) to the decision.
+        decide_ms: u64,
+    },
+    SerialTx {
+        t_ms: u64,
+        message: String,
+        hex: String,
+    },
+    SerialRx {
+        t_ms: u64,
+        message: String,
+    },
+    Pin {
+        t_ms: u64,
+        #[serde(flatten)]
+        change: PinChange,
+    },
+    Fault {
+        t_ms: u64,
+        code: u8,
+        detail: String,
+    },
+    Recovered {
+        t_ms: u64,
+        what: &'static str,
+    },
+}
+
+/// Why [`Daemon::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// A recording (file source) played to its end.
+    RecordingEnded,
+    /// First shutdown signal: graceful.
+    Stopped,
+    /// Second shutdown signal: gate closed, nothing else done.
+    Aborted,
+    /// A fault that needs a restart (the service manager restarts the daemon).
+    Fault { code: FaultCode, message: String },
+}
+
+/// The daemon's hardware and helpers.
+pub struct Parts {
+    pub source: Box<dyn FrameSource>,
+    pub estimator: Box<dyn FaceEstimator>,
+    /// `None`: no host line (`serial.kind = "none"`); messages are only reported.
+    pub link: Option<Box<dyn HostLink>>,
+    pub gate: Gate,
+    pub models: Box<dyn ModelGuard>,
+    pub watchdog: Box<dyn Watchdog>,
+    pub clock: Box<dyn Clock>,
+    pub stop: StopSignal,
+}
+
+/// Retry timing for a lost camera or serial line: doubling up to a ceiling.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    delay_ms: u64,
+    next_try_ms: u64,
+}
+
+impl Backoff {
+    fn new(now_ms: u64, first_ms: u64) -> Self {
+        Self {
+            delay_ms: first_ms,
+            next_try_ms: now_ms.saturating_add(first_ms),
+        }
+    }
+    fn failed(&mut self, now_ms: u64, max_ms: u64) {
+        self.delay_ms = self.delay_ms.saturating_mul(2).min(max_ms);
+        self.next_try_ms = now_ms.saturating_add(self.delay_ms);
+    }
+}
+
+/// One decision window in progress.
+struct Pending {
+    id: u16,
+    session: Session,
+    started_ms: u64,
+}
+
+/// Counters for the log line at exit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DaemonStats {
+    pub frames: u64,
+    pub bad_frames: u64,
+    pub inferences: u64,
+    pub decisions: u64,
+    pub faults: u64,
+}
+
+pub struct Daemon {
+    parts: Parts,
+    policy: Policy,
+    settings: DaemonSettings,
+    events: Box<dyn FnMut(Event)>,
+    frame: RgbImage,
+    decoder: Decoder,
+    rx: [u8; 64],
+    inbox: Vec<Message>,
+    last_rx_ms: u64,
+    pending: Option<Pending>,
+    /// Face trigger: the box of the person last decided and when it was last seen, so
+    /// the same person standing there does not start decision after decision.
+    decided_face: Option<(BBox, u64)>,
+    /// The REQUEST id of the last decision, which a CANCEL may still void.
+    last_decided: Option<u16>,
+    next_face_id: u16,
+    camera_fault: Option<Backoff>,
+    link_fault: Option<Backoff>,
+    bad_frames_in_row: u32,
+    model_errors_in_row: u32,
+    next_heartbeat_ms: u64,
+    next_model_check_ms: u64,
+    started_ms: u64,
+    ready: bool,
+    stats: DaemonStats,
+    /// Set by `next_frame` when a recording has played to its end.
+    recording_ended: Option<Exit>,
+    /// A GPIO write failed; the next `poll_gate` faults and exits.
+    gpio_error: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        let sep = if i == 0 { "" } else { " " };
+        let _ = write!(s, "{sep}{b:02X}");
+    }
+    s
+}
+
+fn band_name(band: AgeBand) -> &'static str {
+    match band {
+        AgeBand::Under13 => "0-12",
+        AgeBand::From13To17 => "13-17",
+        AgeBand::From18To24 => "18-24",
+        AgeBand::From25To34 => "25-34",
+        AgeBand::From35To49 => "35-49",
+        AgeBand::From50 => "50+",
+    }
+}
+
+/// Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
+fn normal_cdf(z: f32) -> f32 {
+    let x = f64::from(z) / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    let erf = if x >= 0.0 { erf } else { -erf };
+    (0.5 * (1.0 + erf)) as f32
+}
+
+/// DECISION's confidence, percent: for ALLOW the probability (under the aggregate's
+/// normal) that the person is at least the challenge age, for DENY that they are under
+/// the legal age; REFER makes no claim and reports 0.
+pub fn confidence(decision: Decision, agg: &Aggregate, policy: &Policy) -> u8 {
+    let sigma = agg.sigma.max(0.1);
+    let p = match decision {
+        Decision::Allow => normal_cdf((agg.age - policy.challenge_age()) / sigma),
+        Decision::Deny => normal_cdf((policy.legal_age() - agg.age) / sigma),
+        Decision::Refer => 0.0,
+    };
+    (p * 100.0).round().clamp(0.0, 100.0) as u8
+}
+
+impl Daemon {
+    pub fn new(
+        parts: Parts,
+        policy: Policy,
+        settings: DaemonSettings,
+        events: Box<dyn FnMut(Event)>,
+    ) -> Self {
+        let now = parts.clock.now_ms();
+        Self {
+            parts,
+            policy,
+            events,
+            frame: RgbImage::new(1, 1),
+            decoder: Decoder::new(),
+            rx: [0; 64],
+            inbox: Vec::with_capacity(16),
+            last_rx_ms: now,
+            pending: None,
+            decided_face: None,
+            last_decided: None,
+            next_face_id: 1,
+            camera_fault: None,
+            link_fault: None,
+            bad_frames_in_row: 0,
+            model_errors_in_row: 0,
+            next_heartbeat_ms: now,
+            next_model_check_ms: now.saturating_add(settings.model_check_ms),
+            started_ms: now,
+            ready: false,
+            stats: DaemonStats::default(),
+            recording_ended: None,
+            gpio_error: None,
+            settings,
+        }
+    }
+
+    pub fn stats(&self) -> DaemonStats {
+        self.stats
+    }
+
+    /// Runs until a recording ends, a signal stops it or a fault needs a restart. The gate
+    /// is closed whichever way it ends.
+    pub fn run(&mut self) -> Exit {
+        let exit = loop {
+            if let Some(exit) = self.step() {
+                break exit;
+            }
+        };
+        self.finish(&exit);
+        exit
+    }
+
+    /// One turn of the loop; `Some` when the daemon must stop.
+    pub fn step(&mut self) -> Option<Exit> {
+        match self.parts.stop.count() {
+            0 => {}
+            1 => return Some(Exit::Stopped),
+            _ => return Some(Exit::Aborted),
+        }
+        let now = self.parts.clock.now_ms();
+        self.parts.watchdog.alive(now);
+        self.service_link(now);
+        if let Some(exit) = self.check_models(now) {
+            return Some(exit);
+        }
+        if let Some(exit) = self.poll_gate(now) {
+            return Some(exit);
+        }
+        self.heartbeat(now);
+        if !self.next_frame(now) {
+            return self.recording_ended.take();
+        }
+        let now = self.parts.clock.now_ms();
+        let exit = self.process_frame(now);
+        self.report_pins(now);
+        exit
+    }
+
+    /// Reads one frame into the buffer; `false` when there is none to process (fault,
+    /// bad frame, end of recording: then `recording_ended` is set).
+    fn next_frame(&mut self, now: u64) -> bool {
+        if let Some(backoff) = self.camera_fault {
+            if now < backoff.next_try_ms {
+                self.parts
+                    .clock
+                    .sleep_ms((backoff.next_try_ms - now).min(100));
+                return false;
+            }
+            match self.parts.source.reopen() {
+                Ok(()) => {
+                    tracing::info!(source = self.parts.source.name(), "camera back");
+                    self.camera_fault = None;
+                    self.bad_frames_in_row = 0;
+                    self.emit(Event::Recovered {
+                        t_ms: now,
+                        what: "camera",
+                    });
+                    self.show(Indication::Idle, now);
+                }
+                Err(e) => {
+                    tracing::warn!("camera still lost: {e}");
+                    if let Some(b) = self.camera_fault.as_mut() {
+                        b.failed(now, self.settings.max_backoff_ms);
+                    }
+                    return false;
+                }
+            }
+        }
+        match self.parts.source.next_frame(&mut self.frame) {
+            Ok(Some(meta)) => {
+                self.parts.clock.observe_frame(&meta);
+                self.stats.frames += 1;
+                self.bad_frames_in_row = 0;
+                if !self.ready {
+                    self.ready = true;
+                    self.parts.watchdog.ready();
+                    tracing::info!(
+                        ms = self.parts.clock.now_ms().saturating_sub(self.started_ms),
+                        "first frame: ready"
+                    );
+                }
+                true
+            }
+            Ok(None) => {
+                self.recording_ended = Some(Exit::RecordingEnded);
+                false
+            }
+            Err(e @ CaptureError::BadFrame { .. }) => {
+                self.stats.bad_frames += 1;
+                self.bad_frames_in_row += 1;
+                tracing::warn!("{e}");
+                if self.bad_frames_in_row >= self.settings.max_bad_frames {
+                    let detail = format!("{} bad frames in a row", self.bad_frames_in_row);
+                    self.camera_lost(now, &detail);
+                }
+                false
+            }
+            Err(e @ CaptureError::Lost { .. }) => {
+                self.camera_lost(now, &e.to_string());
+                false
+            }
+        }
+    }
+
+    fn camera_lost(&mut self, now: u64, detail: &str) {
+        tracing::error!("camera fault: {detail}");
+        self.camera_fault = Some(Backoff::new(now, self.settings.reopen_backoff_ms));
+        self.fault(now, FaultCode::CAMERA, detail);
+    }
+
+    fn process_frame(&mut self, now: u64) -> Option<Exit> {
+        let watching = self.pending.is_some() || self.settings.trigger == Trigger::Face;
+        if watching {
+            self.stats.inferences += 1;
+            let estimator = &self.parts.estimator;
+            let frame = &self.frame;
+            match catch_unwind(AssertUnwindSafe(|| estimator.main_face(frame))) {
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let message = format!("panic in a pipeline stage: {what}");
+                    self.fault(now, FaultCode::INTERNAL, &message);
+                    return Some(Exit::Fault {
+                        code: FaultCode::INTERNAL,
+                        message,
+                    });
+                }
+                Ok(Err(e)) => {
+                    self.model_errors_in_row += 1;
+                    let message = e.to_string();
+                    self.fault(now, FaultCode::MODEL, &message);
+                    if self.model_errors_in_row >= self.settings.max_model_errors {
+                        return Some(Exit::Fault {
+                            code: FaultCode::MODEL,
+                            message,
+                        });
+                    }
+                    return None;
+                }
+                Ok(Ok(face)) => {
+                    if self.model_errors_in_row > 0 {
+                        self.model_errors_in_row = 0;
+                        self.emit(Event::Recovered {
+                            t_ms: now,
+                            what: "model",
+                        });
+                        self.show(Indication::Idle, now);
+                    }
+                    self.observe(now, face);
+                }
+            }
+        }
+        self.poll_session(now);
+        None
+    }
+
+    fn observe(&mut self, now: u64, face: Option<(BBox, AgeEstimate)>) {
+        let iou_threshold = self.settings.session.iou_threshold;
+        let lost_ms = self.settings.session.lost_face_ms;
+        if let Some((bbox, _)) = &face {
+            // The decided person is still there as long as their box keeps overlapping.
+            let same = self.decided_face.is_some_and(|(b, seen)| {
+                b.iou(bbox) >= iou_threshold && now.saturating_sub(seen) <= lost_ms
+            });
+            if same {
+                self.decided_face = Some((*bbox, now));
+            } else if self.pending.is_none() && self.settings.trigger == Trigger::Face {
+                self.decided_face = None;
+                let id = self.next_face_id;
+                self.next_face_id = self.next_face_id.wrapping_add(1).max(1);
+                self.start_session(now, id, self.policy);
+            }
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.session.observe(now, face);
+        }
+    }
+
+    fn start_session(&mut self, now: u64, id: u16, policy: Policy) {
+        match Session::new(self.settings.session, policy, now) {
+            Ok(session) => {
+                tracing::info!(id, "decision window opened");
+                self.pending = Some(Pending {
+                    id,
+                    session,
+                    started_ms: now,
+                });
+            }
+            // The settings were validated with the board; should this still fail, the
+            // request cannot be decided.
+            Err(e) => {
+                tracing::error!("session settings: {e}");
+                self.answer_refer(now, id);
+            }
+        }
+    }
+
+    fn poll_session(&mut self, now: u64) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        let Some(decision) = p.session.poll(now) else {
+            return;
+        };
+        let aggregate = p.session.aggregate();
+        let (id, started) = (p.id, p.started_ms);
+        let policy = *p.session.policy();
+        let decided_box = p.session.followed_box();
+        self.pending = None;
+        self.last_decided = Some(id);
+        let (band, sigma, frames) = match aggregate
+            .as_ref()
+            .and_then(|a| Some((AgeBand::from_age(a.age)?, a)))
+        {
+            Some((band, a)) => (band, a.sigma, a.frames),
+            // No estimate at all (a timeout without a face): nothing to report but REFER.
+            None => (AgeBand::Under13, f32::NAN, 0),
+        };
+        let decision = if aggregate.is_none() {
+            Decision::Refer
+        } else {
+            decision
+        };
+        let confidence = aggregate
+            .as_ref()
+            .map_or(0, |a| confidence(decision, a, &policy));
+        self.stats.decisions += 1;
+        tracing::info!(
+            id,
+            %decision,
+            age_band = band_name(band),
+            sigma,
+            frames,
+            decide_ms = now.saturating_sub(started),
+            "decision"
+        );
+        self.emit(Event::Decision {
+            t_ms: now,
+            id,
+            decision,
+            age_band: if aggregate.is_some() {
+                band_name(band)
+            } else {
+                "none"
+            },
+            sigma,
+            frames,
+            decide_ms: now.saturating_sub(started),
+        });
+        self.send(
+            now,
+            Message::Decision {
+                id,
+                decision,
+                band,
+                confidence,
+            },
+        );
+        if self.settings.trigger == Trigger::Face {
+            self.decided_face = decided_box.map(|b| (b, now));
+        }
+        self.show(Indication::Decision(decision), now);
+    }
+
+    /// Answers REQUEST `id` with REFER (fault, shutdown, replaced request).
+    fn answer_refer(&mut self, now: u64, id: u16) {
+        self.send(
+            now,
+            Message::Decision {
+                id,
+                decision: Decision::Refer,
+                band: AgeBand::Under13,
+                confidence: 0,
+            },
+        );
+    }
+
+    /// Every fault: relay off and fault LEDs, FAULT to the host, the pending REQUEST
+    /// answered REFER.
+    fn fault(&mut self, now: u64, code: FaultCode, detail: &str) {
+        self.stats.faults += 1;
+        self.show(Indication::Fault, now);
+        tracing::error!(code = code.0, "fault: {detail}");
+        self.emit(Event::Fault {
+            t_ms: now,
+            code: code.0,
+            detail: detail.to_string(),
+        });
+        self.send(now, Message::fault(code, detail));
+        if let Some(p) = self.pending.take() {
+            self.answer_refer(now, p.id);
+        }
+        self.decided_face = None;
+    }
+
+    fn show(&mut self, indication: Indication, now: u64) {
+        if let Err(e) = self.parts.gate.show(indication, now) {
+            // The gate already drove the relay off; the next poll_gate turns this into
+            // an exit.
+            tracing::error!("gpio: {e}");
+            self.gpio_error = Some(e.to_string());
+        }
+        self.report_pins(now);
+    }
+
+    fn poll_gate(&mut self, now: u64) -> Option<Exit> {
+        if let Err(e) = self.parts.gate.poll(now) {
+            self.gpio_error = Some(e.to_string());
+        }
+        self.report_pins(now);
+        let message = self.gpio_error.take()?;
+        self.fault(now, FaultCode::RELAY, &message);
+        Some(Exit::Fault {
+            code: FaultCode::RELAY,
+            message,
+        })
+    }
+
+    fn report_pins(&mut self, now: u64) {
+        let changes: heapless::Vec<PinChange, 8> =
+            self.parts.gate.drain_changes().take(8).collect();
+        for change in changes {
+            tracing::info!(line = ?change.line, active = change.active, "gpio");
+            self.emit(Event::Pin { t_ms: now, change });
+        }
+    }
+
+    fn check_models(&mut self, now: u64) -> Option<Exit> {
+        if now < self.next_model_check_ms {
+            return None;
+        }
+        self.next_model_check_ms = now.saturating_add(self.settings.model_check_ms);
+        let message = self.parts.models.check().err()?;
+        self.fault(now, FaultCode::MODEL, &message);
+        Some(Exit::Fault {
+            code: FaultCode::MODEL,
+            message,
+        })
+    }
+
+    fn heartbeat(&mut self, now: u64) {
+        if now < self.next_heartbeat_ms {
+            return;
+        }
+        self.next_heartbeat_ms = now.saturating_add(self.settings.heartbeat_ms);
+        let state = if self.camera_fault.is_some() || self.model_errors_in_row > 0 {
+            DeviceState::Faulted
+        } else if !self.ready {
+            DeviceState::Starting
+        } else if self.pending.is_some() {
+            DeviceState::Deciding
+        } else {
+            DeviceState::Ready
+        };
+        let uptime_s =
+            u32::try_from(now.saturating_sub(self.started_ms) / 1000).unwrap_or(u32::MAX);
+        self.send(now, Message::Heartbeat { uptime_s, state });
+    }
+
+    /// Encodes and sends one message; it is reported whether or not a line is attached.
+    fn send(&mut self, now: u64, message: Message) {
+        let bytes = match message.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(?message, "cannot encode: {e}");
+                return;
+            }
+        };
+        self.emit(Event::SerialTx {
+            t_ms: now,
+            message: format!("{message:?}"),
+            hex: hex(&bytes),
+        });
+        if self.link_fault.is_some() {
+            return;
+        }
+        let Some(link) = self.parts.link.as_mut() else {
+            return;
+        };
+        if let Err(e) = link.write_frame(&bytes) {
+            self.link_lost(now, e);
+        }
+    }
+
+    fn link_lost(&mut self, now: u64, e: LinkError) {
+        tracing::error!("{e}");
+        self.link_fault = Some(Backoff::new(now, self.settings.reopen_backoff_ms));
+        self.stats.faults += 1;
+        self.show(Indication::Fault, now);
+        self.emit(Event::Fault {
+            t_ms: now,
+            code: FaultCode::SERIAL.0,
+            detail: e.to_string(),
+        });
+        // Nobody can be told about a pending REQUEST; it is dropped, and the host hears
+        // FAULT serial when the line is back.
+        if let Some(p) = self.pending.take() {
+            tracing::warn!(id = p.id, "request dropped with the serial line");
+        }
+        self.decoder.reset();
+    }
+
+    fn service_link(&mut self, now: u64) {
+        let Some(link) = self.parts.link.as_mut() else {
+            return;
+        };
+        if let Some(backoff) = self.link_fault {
+            if now < backoff.next_try_ms {
+                return;
+            }
+            match link.reopen() {
+                Ok(()) => {
+                    tracing::info!(line = link.name(), "serial line back");
+                    self.link_fault = None;
+                    self.emit(Event::Recovered {
+                        t_ms: now,
+                        what: "serial",
+                    });
+                    self.send(now, Message::fault(FaultCode::SERIAL, "line restored"));
+                    if self.camera_fault.is_none() {
+                        self.show(Indication::Idle, now);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("serial still lost: {e}");
+                    if let Some(b) = self.link_fault.as_mut() {
+                        b.failed(now, self.settings.max_backoff_ms);
+                    }
+                }
+            }
+            return;
+        }
+        let mut inbox = std::mem::take(&mut self.inbox);
+        inbox.clear();
+        let mut got_bytes = false;
+        while let Some(link) = self.parts.link.as_mut() {
+            match link.read_available(&mut self.rx) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got_bytes = true;
+                    self.decoder
+                        .feed(&self.rx[..n.min(self.rx.len())], |m| inbox.push(m));
+                }
+                Err(e) => {
+                    self.inbox = inbox;
+                    self.link_lost(now, e);
+                    return;
+                }
+            }
+        }
+        if got_bytes {
+            self.last_rx_ms = now;
+        } else if self.decoder.pending() > 0 && now.saturating_sub(self.last_rx_ms) > 100 {
+            // A frame takes 3 ms at 115200 baud: 100 ms of silence ends any partial one.
+            self.decoder.line_idle(|m| inbox.push(m));
+        }
+        for message in inbox.drain(..) {
+            self.handle(now, message);
+        }
+        self.inbox = inbox;
+    }
+
+    fn handle(&mut self, now: u64, message: Message) {
+        self.emit(Event::SerialRx {
+            t_ms: now,
+            message: format!("{message:?}"),
+        });
+        match message {
+            Message::Request { id, required_age } => {
+                if let Some(old) = self.pending.take() {
+                    tracing::info!(old = old.id, new = id, "request replaced");
+                    self.answer_refer(now, old.id);
+                }
+                if self.camera_fault.is_some() || self.model_errors_in_row > 0 {
+                    self.send(now, Message::fault(FaultCode::CAMERA, "not ready"));
+                    self.answer_refer(now, id);
+                    return;
+                }
+                match self.policy_for(required_age) {
+                    Some(policy) => {
+                        self.show(Indication::Idle, now);
+                        self.start_session(now, id, policy);
+                    }
+                    None => {
+                        tracing::warn!(required_age, "request with an impossible age");
+                        self.answer_refer(now, id);
+                    }
+                }
+            }
+            Message::Cancel { id } => {
+                if self.pending.as_ref().is_some_and(|p| p.id == id) {
+                    self.pending = None;
+                    self.show(Indication::Idle, now);
+                } else if self.last_decided == Some(id) {
+                    // Voided after the verdict (sale cancelled): close the gate now.
+                    self.show(Indication::Idle, now);
+                }
+            }
+            Message::Ping { nonce } => self.send(now, Message::Pong { nonce }),
+            other => tracing::debug!(?other, "ignored: a device-to-host message from the host"),
+        }
+    }
+
+    /// The board's policy with the legal age the host asks for (0: the board's), keeping
+    /// the board's challenge margin.
+    fn policy_for(&self, required_age: u8) -> Option<Policy> {
+        if required_age == 0 {
+            return Some(self.policy);
+        }
+        let legal = f32::from(required_age);
+        let margin = self.policy.challenge_age() - self.policy.legal_age();
+        Policy::new(legal, legal + margin, self.policy.k_sigma()).ok()
+    }
+
+    fn emit(&mut self, event: Event) {
+        (self.events)(event);
+    }
+
+    fn finish(&mut self, exit: &Exit) {
+        let now = self.parts.clock.now_ms();
+        match exit {
+            Exit::Stopped => {
+                if let Some(p) = self.pending.take() {
+                    self.send(now, Message::fault(FaultCode::SHUTDOWN, "stopping"));
+                    self.answer_refer(now, p.id);
+                }
+            }
+            Exit::RecordingEnded => {
+                if let Some(p) = self.pending.take() {
+                    self.answer_refer(now, p.id);
+                }
+            }
+            Exit::Aborted | Exit::Fault { .. } => {}
+        }
+        if let Err(e) = self.parts.gate.close() {
+            tracing::error!("gpio on exit: {e}");
+        }
+        self.report_pins(now);
+        self.parts.watchdog.stopping();
+        tracing::info!(?exit, stats = ?self.stats, "daemon stopped");
+    }
+}
