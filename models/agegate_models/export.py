@@ -31,6 +31,30 @@ from .model import CILFCIAE, ExportModule, build_model
 OUTPUTS = ["age", "sigma", "steps"]
 FORBIDDEN_INT8_OPS = {"QLinearAdd", "QLinearMul", "QGemm", "QLinearGlobalAveragePool"}
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "age_parity"
+# the shipped student's last stages (finetune.py), see models/README.md "Training": tower
+# blocks 12-13 + head fine-tuned at 112 px from the frozen-tower student, then at 104 px
+# (what ships: 112 px would be 306 MFLOPs) from the 112-px result
+FINETUNE_STAGES = (
+    {
+        "name": "ft112",
+        "image_size": 112,
+        "tail_cut": 11,
+        "epochs": 6,
+        "warmup_epochs": 1,
+        "lr": 1e-3,
+        "tail_lr": 2e-4,
+    },
+    {
+        "name": "ft104",
+        "image_size": 104,
+        "tail_cut": 11,
+        "epochs": 4,
+        "warmup_epochs": 1,
+        "lr": 5e-4,
+        "tail_lr": 1e-4,
+        "int8_copy": True,  # + the int8 prefix's features; selected on their val MAE
+    },
+)
 
 
 def export_onnx(model: CILFCIAE, path: str | Path, opset: int = 17) -> Path:
@@ -246,10 +270,27 @@ def truncate_steps(model: CILFCIAE, n: int) -> CILFCIAE:
     return model
 
 
-def retrain(runs: Path, teacher_epochs: int = 4, student_epochs: int = 4) -> tuple[Path, Path]:
-    """The shipped recipe end to end (features are computed and cached on first use)."""
+def retrain(
+    runs: Path,
+    teacher_epochs: int = 4,
+    student_epochs: int = 4,
+    crops: Path = MODELS_DIR / ".cache" / "crops",
+) -> tuple[Path, Path]:
+    """The shipped recipe end to end (features are computed and cached on first use):
+    teacher (224), distilled frozen-tower student (104), then the student's head and the
+    tower's last blocks fine-tuned on the runtime's 112-px crops (finetune.py, stages
+    ``FINETUNE_STAGES``: at 112 px, then at 104 px, what ships). ``crops``: ``train_112/`` and ``val_112/`` from ``agegate crops``."""
     from .distill import make_teacher_fn, teacher_targets
+    from .finetune import finetune
     from .train import TrainConfig, run
+
+    ft_train, ft_val = crops / "train_112" / "manifest.csv", crops / "val_112" / "manifest.csv"
+    for m in (ft_train, ft_val):
+        if not m.is_file():
+            raise FileNotFoundError(
+                f"{m} missing: make the runtime's crops first, e.g. `agegate crops --manifest "
+                f"<data>/utkface/train.csv --size 112 --out {m.parent}` (and val)"
+            )
 
     t_out = runs / "teacher224"
     run(
@@ -270,7 +311,14 @@ def retrain(runs: Path, teacher_epochs: int = 4, student_epochs: int = 4) -> tup
         out=str(runs / "student104"),
     )
     run(s_tc, teacher_fn=make_teacher_fn(teacher_targets(t_out / "best.pt", s_tc)))
-    return t_out / "best.pt", runs / "student104" / "best.pt"
+    init = runs / "student104" / "best.pt"
+    for st in FINETUNE_STAGES:
+        kw = {k: v for k, v in st.items() if k not in ("name", "int8_copy")}
+        f_tc = TrainConfig(**kw, train_manifest=str(ft_train), val_manifest=str(ft_val))
+        f_tc.out = str(runs / st["name"])
+        finetune(f_tc, t_out / "best.pt", init, int8_copy=st.get("int8_copy", False))
+        init = runs / st["name"] / "best.pt"
+    return t_out / "best.pt", init
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", action="store_true", help="evaluate the exported files on val")
     ap.add_argument("--eval-limit", type=int, default=0)
     ap.add_argument("--fixture-only", action="store_true")
+    ap.add_argument("--no-fixture", action="store_true", help="leave the Rust fixture as it is")
     ap.add_argument("--max-commit-mb", type=float, default=20.0)
     ap.add_argument(
         "--retrain",
@@ -295,11 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=MODELS_DIR / ".cache" / "runs")
     ap.add_argument("--teacher-epochs", type=int, default=4)
     ap.add_argument("--student-epochs", type=int, default=4)
+    ap.add_argument("--crops", type=Path, default=MODELS_DIR / ".cache" / "crops")
     a = ap.parse_args(argv)
     if a.retrain:
-        a.teacher, a.student = retrain(a.runs, a.teacher_epochs, a.student_epochs)
-    fx = write_fixture()
-    print(f"fixture: {FIXTURE_DIR} (model {fx['size']} bytes)")
+        a.teacher, a.student = retrain(a.runs, a.teacher_epochs, a.student_epochs, a.crops)
+    if not a.no_fixture:
+        fx = write_fixture()
+        print(f"fixture: {FIXTURE_DIR} (model {fx['size']} bytes)")
     if a.fixture_only:
         return 0
     written: list[Path] = []

@@ -49,6 +49,10 @@ class TrainConfig:
     # and the model is selected on the last one's val MAE (what ships)
     extra_features: str = ""
     feature_cache: str = ""  # default models/.cache/features
+    # fine-tuning the tower's last blocks (finetune.py): the cached features are the
+    # activations after block ``tail_cut`` and the blocks after it train (lr ``tail_lr``)
+    tail_cut: int = 0
+    tail_lr: float = 2e-4
     # optimisation
     epochs: int = 20
     batch_size: int = 256
@@ -127,13 +131,17 @@ def model_config(tc: TrainConfig, in_channels: int, pooled_dim: int, grid: int) 
 
 
 class FeatureModel(nn.Module):
-    """What DDP wraps: text tower + head, fed with cached image-tower features."""
+    """What DDP wraps: text tower + head, fed with cached image-tower features (through
+    the trainable tower tail first, when there is one: finetune.py)."""
 
-    def __init__(self, model: CILFCIAE):
+    def __init__(self, model: CILFCIAE, tail: nn.Module | None = None):
         super().__init__()
         self.model = model
+        self.tail = tail
 
     def forward(self, tokens: torch.Tensor, pooled: torch.Tensor):
+        if self.tail is not None:
+            tokens, pooled = self.tail(tokens)
         return self.model.forward_features(tokens, pooled)
 
 
@@ -151,13 +159,15 @@ def is_ddp() -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: CILFCIAE, fs: FeatureSet, batch: int = 512) -> dict:
+def evaluate(model: CILFCIAE, fs: FeatureSet, batch: int = 512, tail=None) -> dict:
     model.eval()
     steps, sig, ys, probs = [], [], [], []
     prompts = model.prompt_embeddings()
     for i in range(0, len(fs), batch):
         idx = torch.arange(i, min(len(fs), i + batch))
         t, p, y = fs.batch(idx)
+        if tail is not None:
+            t, p = tail(t)
         o = model.head(t, p, prompts)
         steps.append(o["steps"])
         sig.append(o["sigma"])
@@ -233,24 +243,34 @@ def run(
     backbone_state: dict | None = None,
     tokenizer=None,
     log=print,
+    tail: nn.Module | None = None,
+    init_state: dict | None = None,
 ) -> dict:
     """Train; returns the best val metrics. ``teacher_fn(idx, which_copy) -> {"probs","age"}``
-    turns on distillation (see distill.py)."""
+    turns on distillation (see distill.py). ``tail`` (finetune.TowerTail): trainable tower
+    blocks between the cached features and the head; the checkpoints' ``backbone_state``
+    is then its ``backbone_state()``. ``init_state``: start from this model state dict."""
     rank, world = dist_setup()
     seed_all(tc.seed)
     torch.set_num_threads(tc.threads)
     if train_fs is None or val_fs is None:
         train_fs, val_fs = load_features(tc, rank)
-    c, g = train_fs.tokens[0].shape[1], train_fs.grid
-    cfg = model_config(tc, c, train_fs.pooled[0].shape[1], g)
+    c, g, pd = train_fs.tokens[0].shape[1], train_fs.grid, train_fs.pooled[0].shape[1]
+    if tail is not None:
+        with torch.no_grad():
+            t0, p0 = tail(train_fs.tokens[0][:1].float())
+        c, g, pd = t0.shape[1], t0.shape[-1], p0.shape[1]
+    cfg = model_config(tc, c, pd, g)
     model = CILFCIAE(cfg, None, tokenizer)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     if tc.clip_checkpoint:
         from .clip_loader import load_state_dict, load_text_tower
 
         load_text_tower(model.text, load_state_dict(tc.clip_checkpoint))
     if tc.freeze_text:
         model.text.requires_grad_(False)
-    net: nn.Module = FeatureModel(model)
+    net: nn.Module = FeatureModel(model, tail)
     if is_ddp():
         net = nn.parallel.DistributedDataParallel(net)
     text_params = [p for p in model.text.parameters() if p.requires_grad]
@@ -263,6 +283,10 @@ def run(
             {"params": text_params, "weight_decay": 0.0, "lr": tc.text_lr},
         ]
     )
+    if tail is not None:
+        opt.add_param_group(
+            {"params": list(tail.parameters()), "weight_decay": 0.0, "lr": tc.tail_lr}
+        )
     base_lrs = [gr["lr"] for gr in opt.param_groups]
     n = len(train_fs)
     per_rank = n // world
@@ -303,14 +327,18 @@ def run(
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             opt.step()
             step += 1
             if rank == 0 and step % tc.log_every == 0:
                 tt = " ".join(f"{k}={v:.3f}" for k, v in terms.items())
                 log(f"ep {epoch} step {step}/{total} loss {float(loss):.3f} {tt}")
         if rank == 0:
-            m = evaluate(model, val_fs)
+            if tail is not None:
+                tail.eval()
+            m = evaluate(model, val_fs, tail=tail)
+            if tail is not None:
+                tail.train()
             m["epoch"] = epoch
             m["time_s"] = round(time.time() - tic, 1)
             history.append(m)
@@ -319,7 +347,7 @@ def run(
                 "model_config": cfg.to_dict(),
                 "train_config": asdict(tc),
                 "state_dict": model.state_dict(),
-                "backbone_state": backbone_state,
+                "backbone_state": tail.backbone_state() if tail is not None else backbone_state,
                 "metrics": m,
                 "history": history,
             }
