@@ -1,5 +1,21 @@
 """int8 static quantization (onnxruntime, QOperator) of the student, for tract.
 
+Two forms (``form``):
+
+- ``"weights"`` -> ``models/age_student_int8.onnx`` (shipped, the boards' default): every
+  Conv weight and the head's learned MatMul weights stored as int8 (symmetric, one scale
+  per output channel) behind a ``DequantizeLinear``; tract folds them into float constants
+  at load, so the arithmetic is float. No calibration needed.
+- ``"qlinear"`` -> ``models/age_student_int8_qlinear.onnx``: static quantization with the
+  calibration set (QLinearConv / QLinearMatMul, integer kernels), the recipe below.
+
+Why two: measured with tract 0.23.9 on x86_64, one thread (`agegate bench`, medians): the
+float twin 25.5 ms per crop, int8 weights 26-28 ms, QLinearConv everywhere 147 ms, and
+with only the head's MatMuls integer 27.8 ms. tract's integer convolution is far slower
+than its float one on this CPU, and its integer MatMul does not pay on the head's small
+matrices. On aarch64 tract has integer NEON kernels; `agegate bench --int8-model
+models/age_student_int8_qlinear.onnx` on the board says which form to use there.
+
 Only ``Conv`` and ``MatMul`` are quantized (QLinearConv / QLinearMatMul); tract rejects the
 com.microsoft QLinearAdd / QLinearMul / QGemm / QLinearGlobalAveragePool, so those are never
 produced, and LayerNorm, the residual adds, the constant DFT matmuls and the prompt-similarity
@@ -104,6 +120,62 @@ def float_matmuls(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in q]
 
 
+def is_conv_or_its_clip(model: onnx.ModelProto, name: str) -> bool:
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == name)
+    if node.op_type == "Conv":
+        return True
+    return node.op_type == "Clip" and producer.get(node.input[0], node).op_type == "Conv"
+
+
+def int8_weights(model: onnx.ModelProto, matmuls: set[str] = frozenset()) -> onnx.ModelProto:
+    """Stores every float Conv weight, and the constant right-hand weight of the MatMul
+    nodes named in ``matmuls``, as int8 (symmetric, one scale per output channel: axis 0 of
+    a Conv weight, axis 1 of a MatMul's [K, N]) behind a ``DequantizeLinear``; the
+    arithmetic stays float. Returns ``model``, changed in place."""
+    inits = {t.name: t for t in model.graph.initializer}
+    uses = {}
+    for n in model.graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    new_nodes = []
+    for n in model.graph.node:
+        axis = 0 if n.op_type == "Conv" else 1 if n.name in matmuls else None
+        w_name = n.input[1] if axis is not None and len(n.input) > 1 else None
+        t = inits.get(w_name) if w_name else None
+        if t is None or t.data_type != onnx.TensorProto.FLOAT or uses.get(w_name) != 1:
+            new_nodes.append(n)
+            continue
+        w = numpy_helper.to_array(t)
+        per_channel = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        scale = np.abs(per_channel).max(axis=1) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        model.graph.initializer.remove(t)
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, w_name + "_int8"),
+                numpy_helper.from_array(scale, w_name + "_scale"),
+                numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), w_name + "_zp"),
+            ]
+        )
+        new_nodes.append(
+            onnx.helper.make_node(
+                "DequantizeLinear",
+                [w_name + "_int8", w_name + "_scale", w_name + "_zp"],
+                [w_name],
+                name=w_name + "_dequantize",
+                axis=axis,
+            )
+        )
+        new_nodes.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return model
+
+
 def quantize_tower(f32: Path, int8: Path, n: int = 256, seed: int = 0) -> Path:
     """The image tower alone, quantized exactly as inside the student (same calibration
     images, same recipe), so a head can be trained on the int8 tower's features."""
@@ -131,7 +203,21 @@ def quantize_model(
     record: bool = True,
     calib_paths: list[Path] | None = None,
     per_channel: bool = True,
+    form: str = "qlinear",
 ) -> Path:
+    """``form``: "qlinear" (static quantization, integer kernels) or "weights" (int8-stored
+    weights, float arithmetic, no calibration); see the module docs."""
+    if form == "weights":
+        f32, int8 = Path(f32), Path(int8)
+        model = onnx.load(str(f32))
+        learned = [n for n in quantizable_nodes(model) if not is_conv_or_its_clip(model, n)]
+        q = int8_weights(model, matmuls=set(learned))
+        del q.graph.value_info[:]
+        onnx.checker.check_model(q)
+        onnx.save(q, str(int8))
+        return int8
+    if form != "qlinear":
+        raise ValueError(f"form={form!r}: give 'qlinear' or 'weights'")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -185,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("int8", type=Path)
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--form", choices=["qlinear", "weights"], default="qlinear")
     a = ap.parse_args(argv)
-    print(quantize_model(a.f32, a.int8, a.n, a.seed))
+    print(quantize_model(a.f32, a.int8, a.n, a.seed, form=a.form))
     return 0
 
 

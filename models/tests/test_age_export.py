@@ -72,12 +72,54 @@ def test_int8_has_no_ops_tract_rejects(exported, tmp_path):
     assert not onnx.load(str(out)).graph.value_info
     assert "QLinearConv" in ops and "QLinearMatMul" in ops
     assert not FORBIDDEN_INT8_OPS & set(ops)
+    # the shipped form: int8-stored weights, float arithmetic, no calibration
+    mixed = quantize_model(path, tmp_path / "tiny_weights.onnx", form="weights")
+    mixed_ops = op_histogram(mixed)
+    assert "QLinearConv" not in mixed_ops and "QLinearMatMul" not in mixed_ops
+    assert mixed_ops["DequantizeLinear"] >= mixed_ops["Conv"] + 2  # + learned MatMuls
+    int8_inits = [
+        t for t in onnx.load(str(mixed)).graph.initializer if t.data_type == onnx.TensorProto.INT8
+    ]
+    assert len(int8_inits) == 2 * mixed_ops["DequantizeLinear"]  # weights and zero points
+    assert not FORBIDDEN_INT8_OPS & set(mixed_ops)
+    x8 = (rng.random((1, 3, 32, 32)) * 255).astype(np.float32)
+    a = run_onnx(ort_session(path), x8)["age"]
+    b = run_onnx(ort_session(mixed), x8)["age"]
+    assert np.abs(a - b).max() < 2.0
     assert all(op.domain in ("", "ai.onnx") for op in onnx.load(str(out)).opset_import)
     # the DFT matmuls and the prompt-similarity matmul stay float
     assert len(float_matmuls(onnx.load(str(path)))) >= 4 * 1 + 1
     x = (rng.random((1, 3, 32, 32)) * 255).astype(np.float32)
     o = run_onnx(ort_session(out), x)
     assert np.isfinite(o["age"]).all() and (o["sigma"] > 0).all()
+
+
+def test_int8_weights_round_trip():
+    from agegate_models.quantize import int8_weights
+
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4, 6, 6])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+        "g",
+        [x],
+        [y],
+        [onnx.numpy_helper.from_array(w, "w")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what onnxruntime and tract read
+    q = int8_weights(onnx.ModelProto.FromString(model.SerializeToString()))
+    onnx.checker.check_model(q)
+    assert [n.op_type for n in q.graph.node] == ["DequantizeLinear", "Conv"]
+    xs = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    import onnxruntime as ort
+
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"x": xs})[0]
+    got = ort.InferenceSession(q.SerializeToString()).run(None, {"x": xs})[0]
+    # per-channel int8: error below half a step of the largest weight, times the inputs
+    assert np.abs(ref - got).max() < 0.05 * np.abs(ref).max()
 
 
 def test_sha256sums_keeps_other_lines(tmp_path):
