@@ -40,6 +40,37 @@ pub enum Command {
     Crops(CropsArgs),
     /// Run the device: camera (or recording) -> decisions -> relay, LEDs and serial line.
     Run(RunArgs),
+    /// Time every stage on this machine (medians, one thread); JSON report.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Board file: the models and the recording to take a frame from.
+    #[arg(long, default_value = "boards/dev.toml")]
+    pub board: PathBuf,
+    /// Write the report here (it is printed to stdout either way).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Timed runs per stage (after the warm-up).
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Time on this photo instead of the board's recording.
+    #[arg(long)]
+    pub photo: Option<PathBuf>,
+    /// Float age model to time beside the int8 one (default: age_student_f32.onnx beside
+    /// the board's age model, when it is there).
+    #[arg(long)]
+    pub f32_model: Option<PathBuf>,
+    /// int8 age model (default: age_student_int8.onnx beside the board's age model).
+    #[arg(long)]
+    pub int8_model: Option<PathBuf>,
+    /// Also time the same ONNX files with onnxruntime (feature `ort`; the library from
+    /// ORT_DYLIB_PATH or the project's Python venv) and report `tract_over_ort`.
+    #[arg(long)]
+    pub compare_onnxruntime: bool,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +82,9 @@ pub struct RunArgs {
     /// the audit log (stderr, AGEGATE_LOG=info) still has them.
     #[arg(long)]
     pub quiet: bool,
+    /// Stop after N frames (with `loop = true` recordings: soak and memory runs).
+    #[arg(long)]
+    pub max_frames: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -149,10 +183,105 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Eval(args) => run_eval(args),
         Command::Crops(args) => run_crops(args),
         Command::Run(args) => run_daemon(args),
+        Command::Bench(args) => run_bench(args),
     }
 }
 
+const NO_ORT: &str = "--compare-onnxruntime needs a build with the `ort` feature: cargo run --release --features ort -- bench --compare-onnxruntime";
+
+fn run_bench(args: BenchArgs) -> Result<Outcome> {
+    if args.compare_onnxruntime && !cfg!(feature = "ort") {
+        bail!(NO_ORT);
+    }
+    let board = Board::load(&args.board)?;
+    let sibling = |name: &str| {
+        let p = board.age_model.with_file_name(name);
+        p.is_file().then_some(p)
+    };
+    let settings = agegate::bench::BenchSettings {
+        iterations: args.iterations.max(1),
+        warmup: args.warmup,
+        photo: args.photo.clone(),
+        f32_model: args
+            .f32_model
+            .clone()
+            .or_else(|| sibling("age_student_f32.onnx")),
+        int8_model: args
+            .int8_model
+            .clone()
+            .or_else(|| sibling("age_student_int8.onnx")),
+    };
+    if settings.f32_model.is_none() {
+        eprintln!(
+            "agegate bench: no float twin beside {} (make it with `python -m agegate_models.export`); estimate_ms_f32 left out",
+            board.age_model.display()
+        );
+    }
+    let fallback = Path::new("tests/photos/grace_hopper.jpg");
+    let mut report = agegate::bench::run(&board, &settings, fallback)?;
+    if args.compare_onnxruntime {
+        compare_onnxruntime(&board, &settings, &mut report)?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Outcome::Success)
+}
+
+#[cfg(not(feature = "ort"))]
+fn compare_onnxruntime(
+    _board: &Board,
+    _settings: &agegate::bench::BenchSettings,
+    _report: &mut agegate::bench::BenchReport,
+) -> Result<()> {
+    bail!(NO_ORT)
+}
+
+#[cfg(feature = "ort")]
+fn compare_onnxruntime(
+    board: &Board,
+    settings: &agegate::bench::BenchSettings,
+    report: &mut agegate::bench::BenchReport,
+) -> Result<()> {
+    use agegate::bench::time_median;
+    use agegate::ort_engine::{find_library, OrtModel};
+    let library = find_library().map_err(anyhow::Error::msg)?;
+    let (w, i) = (settings.warmup, settings.iterations);
+    // The same input tensors tract sees: a letterboxed 128x128 frame for the detector, an
+    // aligned crop for the age model. Values do not change the time of these graphs.
+    let time = |path: &Path, shape: &[usize]| -> Result<f64> {
+        let mut model = OrtModel::load(path, 1)?;
+        let input = vec![0.5f32; shape.iter().product()];
+        Ok(time_median(w, i, || model.run(&input, shape).map(|_| ()))?)
+    };
+    let age = AgeModel::load(&board.age_model)?;
+    let s = age.crop_size() as usize;
+    let detector = FaceDetector::load(&board.detector_model, board.detector.clone())?;
+    let d = detector.input_size();
+    let estimate_ort = time(&board.age_model, &[1, 3, s, s])?;
+    let detect_ort_single_pass = time(&board.detector_model, &[1, 3, d, d])?;
+    let mut ort = serde_json::json!({
+        "library": library,
+        "estimate_ms": estimate_ort,
+        "detector_pass_ms": detect_ort_single_pass,
+    });
+    for (key, model) in [
+        ("estimate_ms_f32", &settings.f32_model),
+        ("estimate_ms_int8", &settings.int8_model),
+    ] {
+        if let Some(path) = model {
+            ort[key] = serde_json::json!(time(path, &[1, 3, s, s])?);
+        }
+    }
+    report.tract_over_ort = Some(report.estimate_ms / estimate_ort);
+    report.onnxruntime = Some(ort);
+    Ok(())
+}
+
 fn run_daemon(args: RunArgs) -> Result<Outcome> {
+    let started = std::time::Instant::now();
     let board = Board::load(&args.board)?;
     let key_missing = |key: &str| {
         anyhow::anyhow!(
@@ -199,7 +328,12 @@ fn run_daemon(args: RunArgs) -> Result<Outcome> {
         stop,
     };
     let quiet = args.quiet;
+    let first_decision = std::rc::Rc::new(std::cell::Cell::new(None));
+    let first = std::rc::Rc::clone(&first_decision);
     let events = Box::new(move |event: agegate::daemon::Event| {
+        if matches!(event, agegate::daemon::Event::Decision { .. }) && first.get().is_none() {
+            first.set(Some(started.elapsed().as_secs_f64() * 1e3));
+        }
         if !quiet {
             if let Ok(line) = serde_json::to_string(&event) {
                 println!("{line}");
@@ -207,8 +341,17 @@ fn run_daemon(args: RunArgs) -> Result<Outcome> {
         }
     });
     let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
+    if let Some(limit) = args.max_frames {
+        daemon.set_frame_limit(limit);
+    }
     let exit = daemon.run();
-    eprintln!("agegate run: {exit:?}; {:?}", daemon.stats());
+    let fmt_ms = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
+    eprintln!(
+        "agegate run: {exit:?}; {:?}; first decision {} after start (wall); peak RSS {}",
+        daemon.stats(),
+        fmt_ms(first_decision.get()),
+        agegate::bench::rss_peak_mb().map_or("n/a".into(), |mb| format!("{mb:.1} MB")),
+    );
     Ok(match exit {
         Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
         Exit::Fault { .. } => Outcome::Fault,

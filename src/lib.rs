@@ -9,6 +9,7 @@
 
 pub mod actuate;
 pub mod align;
+pub mod bench;
 pub mod capture;
 pub mod config;
 pub mod crops;
@@ -19,6 +20,8 @@ pub mod engine;
 pub mod estimate;
 pub mod eval;
 pub mod manifest;
+#[cfg(feature = "ort")]
+pub mod ort_engine;
 pub mod photo;
 pub mod pipeline;
 pub mod serial;

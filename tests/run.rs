@@ -128,14 +128,22 @@ fn a_stricter_policy_denies_the_younger_face() {
     // Legal age 45: the astronaut (read as about 27 +- 8) is denied; Grace Hopper (50+) is
     // not, and the relay pulses only if she is allowed.
     let dir = tempfile::tempdir().expect("tempdir");
-    let board = dev_board_with(dir.path(), (45, 55), &root().join("tests/frames/demo.mjpeg"));
+    let board = dev_board_with(
+        dir.path(),
+        (45, 55),
+        &root().join("tests/frames/demo.mjpeg"),
+    );
     let out = run(&board);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let decided = decisions(&out.events);
     assert_eq!(decided.len(), 2, "{decided:?}");
     assert_ne!(decided[0], "DENY");
     assert_eq!(decided[1], "DENY");
-    let expected_relay = if decided[0] == "ALLOW" { vec![true, false] } else { vec![] };
+    let expected_relay = if decided[0] == "ALLOW" {
+        vec![true, false]
+    } else {
+        vec![]
+    };
     assert_eq!(relay_levels(&out.events), expected_relay);
 }
 

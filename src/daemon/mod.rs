@@ -198,6 +198,8 @@ pub struct Daemon {
     recording_ended: Option<Exit>,
     /// A GPIO write failed; the next `poll_gate` faults and exits.
     gpio_error: Option<String>,
+    /// Stop after this many frames (soak tests, memory measurements).
+    frame_limit: Option<u64>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -279,12 +281,18 @@ impl Daemon {
             stats: DaemonStats::default(),
             recording_ended: None,
             gpio_error: None,
+            frame_limit: None,
             settings,
         }
     }
 
     pub fn stats(&self) -> DaemonStats {
         self.stats
+    }
+
+    /// Ends the run (as a recording's end would) after `frames` frames.
+    pub fn set_frame_limit(&mut self, frames: u64) {
+        self.frame_limit = Some(frames);
     }
 
     /// Runs until a recording ends, a signal stops it or a fault needs a restart. The gate
@@ -354,6 +362,13 @@ impl Daemon {
                     return false;
                 }
             }
+        }
+        if self
+            .frame_limit
+            .is_some_and(|limit| self.stats.frames >= limit)
+        {
+            self.recording_ended = Some(Exit::RecordingEnded);
+            return false;
         }
         match self.parts.source.next_frame(&mut self.frame) {
             Ok(Some(meta)) => {

@@ -1,0 +1,277 @@
+//! `agegate bench`: the pipeline's stages timed on one device, side by side in one run.
+//!
+//! Every figure is a median over `iterations` runs after `warmup` runs, single-threaded,
+//! on one frame of the board's recording (or a bundled photo). Speed is measured here and
+//! in `cargo bench`, never asserted in tests: shared machines are noisy. Ratios between
+//! figures of one run (int8 over f32, tract over onnxruntime) are what travel between
+//! machines.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::RgbImage;
+
+use crate::align::aligned_crop_into;
+use crate::capture::{self, CaptureSettings};
+use crate::config::Board;
+use crate::detect::{main_face, FaceDetector};
+use crate::engine::ModelError;
+use crate::estimate::AgeModel;
+use crate::pipeline::Pipeline;
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct BenchSettings {
+    pub iterations: usize,
+    pub warmup: usize,
+    /// The frame to time on (`None`: the board's recording, else the bundled photo).
+    pub photo: Option<PathBuf>,
+    /// Age models to time side by side; the board's model is always timed.
+    pub f32_model: Option<PathBuf>,
+    pub int8_model: Option<PathBuf>,
+}
+
+/// `agegate bench --json`: medians in milliseconds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub machine: String,
+    pub arch: &'static str,
+    pub threads: usize,
+    pub iterations: usize,
+    pub frame: String,
+    pub frame_size: [u32; 2],
+    pub age_model: String,
+    /// JPEG decode of the frame (as a camera's MJPEG frame arrives).
+    pub decode_ms: f64,
+    pub detect_ms: f64,
+    pub align_ms: f64,
+    /// The board's age model on the aligned crop.
+    pub estimate_ms: f64,
+    /// detect + align + estimate, as the frame loop runs them.
+    pub frame_ms: f64,
+    pub estimate_ms_f32: Option<f64>,
+    pub estimate_ms_int8: Option<f64>,
+    /// `estimate_ms_int8 / estimate_ms_f32` when both were timed.
+    pub int8_over_f32: Option<f64>,
+    /// Loading both models (read, check, optimise) once, cold.
+    pub load_ms: f64,
+    /// Peak resident set of this process (VmHWM).
+    pub rss_peak_mb: Option<f64>,
+    /// Filled by `--compare-onnxruntime`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub onnxruntime: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tract_over_ort: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("bench frame {0}: {1}")]
+    Frame(String, String),
+    #[error("bench frame {0}: no face found; give a frame with a face (--photo)")]
+    NoFace(String),
+}
+
+/// Median of timings in milliseconds (`samples` non-empty).
+pub fn median_ms(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => samples[n / 2],
+        _ => 0.5 * (samples[n / 2 - 1] + samples[n / 2]),
+    }
+}
+
+/// Runs `f` `warmup` times untimed, then `iterations` times; the median in ms.
+pub fn time_median<E>(
+    warmup: usize,
+    iterations: usize,
+    mut f: impl FnMut() -> Result<(), E>,
+) -> Result<f64, E> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(iterations.max(1));
+    for _ in 0..iterations.max(1) {
+        let start = Instant::now();
+        f()?;
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median_ms(&mut samples))
+}
+
+/// Peak resident set size of this process, MB (Linux `VmHWM`).
+pub fn rss_peak_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The CPU's model name (Linux), for the report.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{model}, {cores} cores")
+}
+
+/// The JPEG bytes and decoded frame to time on: the first frame of the board's recording
+/// with a face in it, else `fallback` (a bundled photo).
+fn bench_frame(
+    board: &Board,
+    detector: &FaceDetector,
+    photo: Option<&Path>,
+    fallback: &Path,
+) -> Result<(String, Vec<u8>, RgbImage), BenchError> {
+    let from_file = |path: &Path| -> Result<(String, Vec<u8>, RgbImage), BenchError> {
+        let name = path.display().to_string();
+        let bytes =
+            std::fs::read(path).map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
+        let rgb = crate::photo::decode_rgb(&bytes, path)
+            .map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
+        Ok((name, bytes, rgb))
+    };
+    if let Some(photo) = photo {
+        return from_file(photo);
+    }
+    if let Some(CaptureSettings::MjpegFile { path, .. }) = &board.capture {
+        let data = std::fs::read(path).unwrap_or_default();
+        let mut offset = 0;
+        let mut frame = RgbImage::new(1, 1);
+        let mut scratch = Vec::new();
+        while let Some(start) = capture::mjpeg::find_start(&data, offset) {
+            let rest = &data[start..];
+            let Ok(len) = capture::mjpeg::frame_len(rest) else {
+                break;
+            };
+            offset = start + len;
+            if capture::mjpeg::decode_into(&rest[..len], &mut scratch, &mut frame).is_ok()
+                && !detector.detect(&frame)?.is_empty()
+            {
+                let name = format!("{} (frame at byte {start})", path.display());
+                return Ok((name, rest[..len].to_vec(), frame));
+            }
+        }
+    }
+    from_file(fallback)
+}
+
+/// Times every stage on one frame.
+pub fn run(
+    board: &Board,
+    settings: &BenchSettings,
+    fallback_photo: &Path,
+) -> Result<BenchReport, BenchError> {
+    let load_start = Instant::now();
+    let pipeline = Pipeline::from_board(board)?;
+    let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
+    let (frame_name, jpeg, frame) = bench_frame(
+        board,
+        &pipeline.detector,
+        settings.photo.as_deref(),
+        fallback_photo,
+    )?;
+    let (w, i) = (settings.warmup, settings.iterations);
+
+    let mut decoded = RgbImage::new(1, 1);
+    let mut scratch = Vec::new();
+    let decode_ms = if jpeg.starts_with(&[0xFF, 0xD8]) {
+        time_median(w, i, || {
+            capture::mjpeg::decode_into(&jpeg, &mut scratch, &mut decoded)
+        })
+        .map_err(|e| BenchError::Frame(frame_name.clone(), e.to_string()))?
+    } else {
+        time_median(w, i, || {
+            crate::photo::decode_rgb(&jpeg, Path::new(&frame_name)).map(|_| ())
+        })
+        .map_err(|e| BenchError::Frame(frame_name.clone(), e.to_string()))?
+    };
+
+    let faces = pipeline.detector.detect(&frame)?;
+    let face = main_face(&faces, frame.width(), frame.height())
+        .and_then(|k| faces.get(k).cloned())
+        .ok_or_else(|| BenchError::NoFace(frame_name.clone()))?;
+    let detect_ms = time_median(w, i, || pipeline.detector.detect(&frame).map(|_| ()))?;
+    let size = pipeline.age_model.crop_size();
+    let mut crop = RgbImage::new(size, size);
+    let align_ms = time_median::<ModelError>(w, i, || {
+        aligned_crop_into(&frame, &face, &mut crop);
+        Ok(())
+    })?;
+    let estimate_ms = time_median(w, i, || pipeline.age_model.estimate(&crop).map(|_| ()))?;
+    let frame_ms = time_median(w, i, || {
+        use crate::daemon::FaceEstimator;
+        pipeline.main_face(&frame).map(|_| ())
+    })?;
+
+    let time_model = |path: &Path| -> Result<f64, BenchError> {
+        let model = AgeModel::load(path)?;
+        let mut crop = RgbImage::new(model.crop_size(), model.crop_size());
+        aligned_crop_into(&frame, &face, &mut crop);
+        Ok(time_median(w, i, || model.estimate(&crop).map(|_| ()))?)
+    };
+    let estimate_ms_f32 = settings.f32_model.as_deref().map(time_model).transpose()?;
+    let estimate_ms_int8 = settings.int8_model.as_deref().map(time_model).transpose()?;
+    Ok(BenchReport {
+        machine: machine(),
+        arch: std::env::consts::ARCH,
+        threads: 1,
+        iterations: i,
+        frame: frame_name,
+        frame_size: [frame.width(), frame.height()],
+        age_model: board.age_model.display().to_string(),
+        decode_ms,
+        detect_ms,
+        align_ms,
+        estimate_ms,
+        frame_ms,
+        int8_over_f32: estimate_ms_int8.zip(estimate_ms_f32).map(|(q, f)| q / f),
+        estimate_ms_f32,
+        estimate_ms_int8,
+        load_ms,
+        rss_peak_mb: rss_peak_mb(),
+        onnxruntime: None,
+        tract_over_ort: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median_ms(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_ms(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median_ms(&mut []).is_nan());
+    }
+
+    #[test]
+    fn time_median_runs_warmup_and_iterations_and_passes_errors_on() {
+        let mut calls = 0;
+        let ms = time_median::<()>(2, 5, || {
+            calls += 1;
+            Ok(())
+        })
+        .expect("timed");
+        assert_eq!(calls, 7);
+        assert!(ms >= 0.0);
+        assert_eq!(time_median(0, 3, || Err::<(), _>("boom")), Err("boom"));
+    }
+
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(rss_peak_mb().is_some_and(|mb| mb > 0.0));
+        }
+    }
+}
