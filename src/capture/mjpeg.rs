@@ -61,7 +61,13 @@ pub enum JpegError {
     Decode(String),
     #[error("JPEG frame: unsupported colour type {0}")]
     ColourType(String),
+    #[error("JPEG frame: {0}x{1} is larger than any camera frame agegate takes (8K)")]
+    TooLarge(u32, u32),
 }
+
+/// Largest frame decoded (7680 x 4320): a corrupt or hostile header cannot make the
+/// daemon allocate gigabytes.
+const MAX_PIXELS: u64 = 7680 * 4320;
 
 /// Where the header segments end: the offset of the start-of-scan marker, and whether a
 /// DHT segment came before it. `jpeg` must begin with SOI.
@@ -153,6 +159,9 @@ pub fn decode_into(
     let decoder = JpegDecoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| JpegError::Decode(e.to_string()))?;
     let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(JpegError::TooLarge(width, height));
+    }
     if frame.dimensions() != (width, height) {
         *frame = RgbImage::new(width, height);
     }
@@ -263,6 +272,22 @@ mod tests {
             bad[i] ^= 0x5A;
             let _ = decode_into(&bad, &mut scratch, &mut frame);
         }
+    }
+
+    #[test]
+    fn a_header_claiming_a_huge_frame_is_refused_before_allocating() {
+        let mut jpeg = encode(&test_image());
+        // SOF0: FF C0, length (2), precision (1), height (2), width (2)
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("baseline SOF0");
+        // 8000 x 8000: within what the JPEG decoder itself accepts, beyond 8K video
+        jpeg[sof + 5..sof + 9].copy_from_slice(&[0x1F, 0x40, 0x1F, 0x40]);
+        let mut frame = RgbImage::new(1, 1);
+        let err = decode_into(&jpeg, &mut Vec::new(), &mut frame);
+        assert_eq!(err, Err(JpegError::TooLarge(8000, 8000)));
+        assert_eq!(frame.dimensions(), (1, 1));
     }
 
     #[test]
