@@ -23,33 +23,17 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The recording's first frame with a face, as JPEG bytes.
-fn face_frame(detector: &FaceDetector) -> Vec<u8> {
-    let data = std::fs::read(root().join("tests/frames/demo.mjpeg")).expect("bundled recording");
-    let mut offset = 0;
-    let mut frame = RgbImage::new(1, 1);
-    while let Some(start) = mjpeg::find_start(&data, offset) {
-        let len = mjpeg::frame_len(&data[start..]).expect("frame");
-        let jpeg = &data[start..start + len];
-        mjpeg::decode_into(jpeg, &mut Vec::new(), &mut frame).expect("decode");
-        if !detector.detect(&frame).expect("detect").is_empty() {
-            return jpeg.to_vec();
-        }
-        offset = start + len;
-    }
-    panic!("no face in the bundled recording");
-}
-
 fn stages(c: &mut Criterion) {
     let detector = FaceDetector::load(
         &root().join("models/blazeface_short.onnx"),
         DetectorSettings::default(),
     )
     .expect("detector");
-    let jpeg = face_frame(&detector);
-    let mut frame = RgbImage::new(1, 1);
+    let data = std::fs::read(root().join("tests/frames/demo.mjpeg")).expect("bundled recording");
+    let (_, jpeg, mut frame) = agegate::bench::first_face_frame(&data, &detector)
+        .expect("detect")
+        .expect("a face in the bundled recording");
     let mut scratch = Vec::new();
-    mjpeg::decode_into(&jpeg, &mut scratch, &mut frame).expect("decode");
     let faces = detector.detect(&frame).expect("detect");
     let face = faces[main_face(&faces, frame.width(), frame.height()).expect("main face")].clone();
 

@@ -41,6 +41,10 @@ pub struct BenchReport {
     pub frame: String,
     pub frame_size: [u32; 2],
     pub age_model: String,
+    /// Side of the age model's square input (the aligned crop), pixels.
+    pub age_input_px: usize,
+    /// Side of the detector's square input, pixels.
+    pub detector_input_px: usize,
     /// JPEG decode of the frame (as a camera's MJPEG frame arrives).
     pub decode_ms: f64,
     pub detect_ms: f64,
@@ -124,6 +128,31 @@ pub fn machine() -> String {
     format!("{model}, {cores} cores")
 }
 
+/// The first frame of an MJPEG recording in which `detector` finds a face: its offset in
+/// `data`, its JPEG bytes and the decoded frame. Scanning stops at the first frame that
+/// cannot be delimited.
+pub fn first_face_frame(
+    data: &[u8],
+    detector: &FaceDetector,
+) -> Result<Option<(usize, Vec<u8>, RgbImage)>, ModelError> {
+    let mut offset = 0;
+    let mut frame = RgbImage::new(1, 1);
+    let mut scratch = Vec::new();
+    while let Some(start) = capture::mjpeg::find_start(data, offset) {
+        let rest = &data[start..];
+        let Ok(len) = capture::mjpeg::frame_len(rest) else {
+            break;
+        };
+        offset = start + len;
+        if capture::mjpeg::decode_into(&rest[..len], &mut scratch, &mut frame).is_ok()
+            && !detector.detect(&frame)?.is_empty()
+        {
+            return Ok(Some((start, rest[..len].to_vec(), frame)));
+        }
+    }
+    Ok(None)
+}
+
 /// The JPEG bytes and decoded frame to time on: the first frame of the board's recording
 /// with a face in it, else `fallback` (a bundled photo).
 fn bench_frame(
@@ -145,21 +174,9 @@ fn bench_frame(
     }
     if let Some(CaptureSettings::MjpegFile { path, .. }) = &board.capture {
         let data = std::fs::read(path).unwrap_or_default();
-        let mut offset = 0;
-        let mut frame = RgbImage::new(1, 1);
-        let mut scratch = Vec::new();
-        while let Some(start) = capture::mjpeg::find_start(&data, offset) {
-            let rest = &data[start..];
-            let Ok(len) = capture::mjpeg::frame_len(rest) else {
-                break;
-            };
-            offset = start + len;
-            if capture::mjpeg::decode_into(&rest[..len], &mut scratch, &mut frame).is_ok()
-                && !detector.detect(&frame)?.is_empty()
-            {
-                let name = format!("{} (frame at byte {start})", path.display());
-                return Ok((name, rest[..len].to_vec(), frame));
-            }
+        if let Some((start, jpeg, frame)) = first_face_frame(&data, detector)? {
+            let name = format!("{} (frame at byte {start})", path.display());
+            return Ok((name, jpeg, frame));
         }
     }
     from_file(fallback)
@@ -229,6 +246,8 @@ pub fn run(
         frame: frame_name,
         frame_size: [frame.width(), frame.height()],
         age_model: board.age_model.display().to_string(),
+        age_input_px: size as usize,
+        detector_input_px: pipeline.detector.input_size(),
         decode_ms,
         detect_ms,
         align_ms,

@@ -256,10 +256,8 @@ fn compare_onnxruntime(
         let input = vec![0.5f32; shape.iter().product()];
         Ok(time_median(w, i, || model.run(&input, shape).map(|_| ()))?)
     };
-    let age = AgeModel::load(&board.age_model)?;
-    let s = age.crop_size() as usize;
-    let detector = FaceDetector::load(&board.detector_model, board.detector.clone())?;
-    let d = detector.input_size();
+    // Input sizes as the tract run found them: no second load of the models.
+    let (s, d) = (report.age_input_px, report.detector_input_px);
     let estimate_ort = time(&board.age_model, &[1, 3, s, s])?;
     let detect_ort_single_pass = time(&board.detector_model, &[1, 3, d, d])?;
     let mut ort = serde_json::json!({

@@ -212,15 +212,11 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The band's name as `agegate eval` reports it (`eval::BANDS` is in `AgeBand` order).
 fn band_name(band: AgeBand) -> &'static str {
-    match band {
-        AgeBand::Under13 => "0-12",
-        AgeBand::From13To17 => "13-17",
-        AgeBand::From18To24 => "18-24",
-        AgeBand::From25To34 => "25-34",
-        AgeBand::From35To49 => "35-49",
-        AgeBand::From50 => "50+",
-    }
+    crate::eval::BANDS
+        .get(band as usize)
+        .map_or("?", |(name, _, _)| name)
 }
 
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
@@ -515,27 +511,27 @@ impl Daemon {
         let decided_box = p.session.followed_box();
         self.pending = None;
         self.last_decided = Some(id);
-        let (band, sigma, frames) = match aggregate
+        // Session::poll decides REFER whenever there is no aggregate. Without one (a
+        // timeout with no face) there is no band either: the wire carries band 0 with
+        // confidence 0, which a REFER tells the host not to read.
+        let measured = aggregate
             .as_ref()
-            .and_then(|a| Some((AgeBand::from_age(a.age)?, a)))
-        {
-            Some((band, a)) => (band, a.sigma, a.frames),
-            // No estimate at all (a timeout without a face): nothing to report but REFER.
-            None => (AgeBand::Under13, f32::NAN, 0),
+            .and_then(|a| Some((AgeBand::from_age(a.age)?, a)));
+        let (band, age_band, sigma, frames, confidence) = match measured {
+            Some((band, a)) => (
+                band,
+                band_name(band),
+                a.sigma,
+                a.frames,
+                confidence(decision, a, &policy),
+            ),
+            None => (AgeBand::Under13, "none", f32::NAN, 0, 0),
         };
-        let decision = if aggregate.is_none() {
-            Decision::Refer
-        } else {
-            decision
-        };
-        let confidence = aggregate
-            .as_ref()
-            .map_or(0, |a| confidence(decision, a, &policy));
         self.stats.decisions += 1;
         tracing::info!(
             id,
             %decision,
-            age_band = band_name(band),
+            age_band,
             sigma,
             frames,
             decide_ms = now.saturating_sub(started),
@@ -545,11 +541,7 @@ impl Daemon {
             t_ms: now,
             id,
             decision,
-            age_band: if aggregate.is_some() {
-                band_name(band)
-            } else {
-                "none"
-            },
+            age_band,
             sigma,
             frames,
             decide_ms: now.saturating_sub(started),
@@ -845,5 +837,34 @@ impl Daemon {
         self.report_pins(now);
         self.parts.watchdog.stopping();
         tracing::info!(?exit, stats = ?self.stats, "daemon stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn band_names_follow_eval_bands_in_wire_order() {
+        // band_name indexes eval::BANDS by AgeBand: both must cut at the same ages.
+        for (i, (name, lo, _)) in crate::eval::BANDS.iter().enumerate() {
+            let band = AgeBand::from_age(*lo).expect("a band");
+            assert_eq!(band as usize, i);
+            assert_eq!(band_name(band), *name);
+        }
+    }
+
+    #[test]
+    fn confidence_is_the_probability_beyond_the_threshold() {
+        let policy = Policy::new(18.0, 25.0, 1.0).expect("policy");
+        let agg = |age| Aggregate {
+            age,
+            sigma: 5.0,
+            frames: 5,
+        };
+        assert_eq!(confidence(Decision::Allow, &agg(25.0), &policy), 50);
+        assert_eq!(confidence(Decision::Allow, &agg(35.0), &policy), 98);
+        assert_eq!(confidence(Decision::Deny, &agg(13.0), &policy), 84);
+        assert_eq!(confidence(Decision::Refer, &agg(20.0), &policy), 0);
     }
 }
