@@ -48,6 +48,9 @@ pub struct BenchReport {
     /// JPEG decode of the frame (as a camera's MJPEG frame arrives).
     pub decode_ms: f64,
     pub detect_ms: f64,
+    /// One pass of the detector graph alone (no letterbox, no anchor decoding): what
+    /// onnxruntime's `detector_pass_ms` is set beside.
+    pub detect_graph_ms: f64,
     pub align_ms: f64,
     /// The board's age model on the aligned crop.
     pub estimate_ms: f64,
@@ -218,6 +221,9 @@ pub fn run(
         .and_then(|k| faces.get(k).cloned())
         .ok_or_else(|| BenchError::NoFace(frame_name.clone()))?;
     let detect_ms = time_median(w, i, || pipeline.detector.detect(&frame).map(|_| ()))?;
+    let detector_graph = pipeline.detector.model();
+    let detector_input = vec![0.5f32; detector_graph.input_shape().iter().product()];
+    let detect_graph_ms = time_median(w, i, || detector_graph.run(&detector_input).map(|_| ()))?;
     let size = pipeline.age_model.crop_size();
     let mut crop = RgbImage::new(size, size);
     let align_ms = time_median::<ModelError>(w, i, || {
@@ -250,6 +256,7 @@ pub fn run(
         detector_input_px: pipeline.detector.input_size(),
         decode_ms,
         detect_ms,
+        detect_graph_ms,
         align_ms,
         estimate_ms,
         frame_ms,

@@ -264,6 +264,7 @@ fn compare_onnxruntime(
         "library": library,
         "estimate_ms": estimate_ort,
         "detector_pass_ms": detect_ort_single_pass,
+        "detector_pass_tract_over_ort": report.detect_graph_ms / detect_ort_single_pass,
     });
     for (key, model) in [
         ("estimate_ms_f32", &settings.f32_model),

@@ -238,6 +238,11 @@ impl FaceDetector {
         self.model.path()
     }
 
+    /// The graph itself, for timing it alone.
+    pub fn model(&self) -> &OnnxModel {
+        &self.model
+    }
+
     /// Input side of the network, in pixels.
     pub fn input_size(&self) -> usize {
         self.size

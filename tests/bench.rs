@@ -25,6 +25,7 @@ fn bench_reports_every_stage() {
     for key in [
         "decode_ms",
         "detect_ms",
+        "detect_graph_ms",
         "align_ms",
         "estimate_ms",
         "frame_ms",
@@ -38,6 +39,8 @@ fn bench_reports_every_stage() {
     // the whole frame includes detection and the estimate
     let f = |k: &str| report[k].as_f64().unwrap_or(0.0);
     assert!(f("frame_ms") > 0.5 * f("detect_ms"), "{report}");
+    // one pass of the graph is part of detection
+    assert!(f("detect_ms") > 0.5 * f("detect_graph_ms"), "{report}");
     assert!(report["frame"]
         .as_str()
         .is_some_and(|s| s.contains("demo.mjpeg")));

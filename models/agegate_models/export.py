@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 
 from .config import tiny_model_config
 from .data import MODELS_DIR, REPO_ROOT, default_data_dir, load_image, read_manifest
@@ -77,7 +78,7 @@ def export_onnx(model: CILFCIAE, path: str | Path, opset: int = 17) -> Path:
             dynamic_axes=dyn,
             do_constant_folding=True,
         )
-    m = _drop_initializer_identities(onnx.load(str(path)))
+    m = fold_input_channel_flip(_drop_initializer_identities(onnx.load(str(path))))
     # no recorded intermediate shapes: they carry the symbolic batch, which tract cannot
     # unify with the batch of 1 the runtime fixes; tract infers them itself
     del m.graph.value_info[:]
@@ -105,6 +106,97 @@ def _drop_initializer_identities(m: onnx.ModelProto) -> onnx.ModelProto:
                 n.input[i] = alias[name]
     del m.graph.node[:]
     m.graph.node.extend(keep)
+    return m
+
+
+def _const_value(m: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for t in m.graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name and n.attribute[0].name == "value":
+            return numpy_helper.to_array(n.attribute[0].t)
+    return None
+
+
+def _set_const(m: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    for t in m.graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    for n in m.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            n.attribute[0].t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    raise KeyError(name)
+
+
+def fold_input_channel_flip(m: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold the backbone's RGB->BGR flip into its first convolution.
+
+    The face backbone wants BGR minus a mean: ``Slice(image, step -1 on channels) - mean``.
+    tract runs that reversed Slice as a generic strided copy (about 1 ms of a 16 ms
+    estimate on x86); reversing the mean and the first conv's input channels instead gives
+    the same function with no op at all. Only this exact chain is rewritten:
+    ``image -> Slice(axis 1, step -1, whole axis) -> Sub(const [1,3,1,1]) -> [Pad] -> Conv``
+    with a 3-input-channel weight, where the other readers of the Sub may only take its Shape.
+    The conv weight may be a float initializer or an int8 one behind a per-output-channel
+    DequantizeLinear; anything else leaves the graph as it is. Returns ``m`` (changed in
+    place).
+    """
+    g = m.graph
+    inputs = {i.name for i in g.input}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    producer = {o: n for n in g.node for o in n.output}
+
+    def only_reader(name: str, op: str, ignore: tuple[str, ...] = ()) -> onnx.NodeProto | None:
+        found = [r for r in readers.get(name, []) if r.op_type not in ignore]
+        return found[0] if len(found) == 1 and found[0].op_type == op else None
+
+    for flip in [n for n in g.node if n.op_type == "Slice" and n.input[0] in inputs]:
+        if len(flip.input) != 5:
+            continue
+        starts, ends, axes, steps = (_const_value(m, x) for x in flip.input[1:5])
+        if any(v is None or v.size != 1 for v in (starts, ends, axes, steps)):
+            continue
+        if not (axes[0] == 1 and steps[0] == -1 and starts[0] == -1 and ends[0] <= -(2**31)):
+            continue
+        sub = only_reader(flip.output[0], "Sub")
+        if sub is None or sub.input[0] != flip.output[0]:
+            continue
+        mean = _const_value(m, sub.input[1])
+        if mean is None or mean.shape != (1, 3, 1, 1):
+            continue
+        after = sub.output[0]
+        pad = only_reader(after, "Pad", ignore=("Shape",))
+        if pad is not None:
+            # The pads are often computed from the Shape (TF "SAME"); they cannot pad the
+            # channel axis here, since the conv below must still see exactly 3 channels.
+            after = pad.output[0]
+        conv = only_reader(after, "Conv", ignore=("Shape",))
+        if conv is None or conv.input[0] != after:
+            continue
+        weight = conv.input[1]
+        dq = producer.get(weight)
+        if dq is not None:
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+            if dq.op_type != "DequantizeLinear" or axis != 0:
+                continue
+            weight = dq.input[0]
+        w = _const_value(m, weight)
+        if w is None or w.ndim != 4 or w.shape[1] != 3:
+            continue
+        _set_const(m, weight, np.ascontiguousarray(w[:, ::-1]))
+        _set_const(m, sub.input[1], np.ascontiguousarray(mean[:, ::-1]))
+        sub.input[0] = flip.input[0]
+        g.node.remove(flip)
+        for name in flip.input[1:]:
+            const = producer.get(name)
+            if const is not None and const.op_type == "Constant" and len(readers[name]) == 1:
+                g.node.remove(const)
     return m
 
 
@@ -345,7 +437,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=4)
     ap.add_argument("--student-epochs", type=int, default=4)
     ap.add_argument("--crops", type=Path, default=MODELS_DIR / ".cache" / "crops")
+    ap.add_argument(
+        "--fold-flip",
+        type=Path,
+        nargs="+",
+        metavar="ONNX",
+        help="only fold the input RGB->BGR flip into the first conv of these exported files "
+        "(in place; what export now does itself) and update their lines in SHA256SUMS",
+    )
     a = ap.parse_args(argv)
+    if a.fold_flip:
+        for f in a.fold_flip:
+            before = len(onnx.load(str(f)).graph.node)
+            m = fold_input_channel_flip(onnx.load(str(f)))
+            onnx.checker.check_model(m)
+            onnx.save(m, str(f))
+            print(f"{f}: {before} -> {len(m.graph.node)} nodes")
+        sums = MODELS_DIR / "SHA256SUMS"
+        listed = {ln.split()[-1] for ln in sums.read_text().splitlines() if ln.strip()}
+        update_sha256sums(
+            [
+                f
+                for f in a.fold_flip
+                if f.resolve() == (MODELS_DIR / f.name).resolve() and f.name in listed
+            ]
+        )
+        return 0
     if a.retrain:
         a.teacher, a.student = retrain(a.runs, a.teacher_epochs, a.student_epochs, a.crops)
     if not a.no_fixture:

@@ -11,6 +11,7 @@ from agegate_models.export import (
     check_contract,
     count_macs,
     export_onnx,
+    fold_input_channel_flip,
     op_histogram,
     ort_session,
     run_onnx,
@@ -143,3 +144,63 @@ def test_parity_fixture(tmp_path):
     for k, v in exp["outputs"].items():
         np.testing.assert_allclose(o[k].ravel(), v["data"], rtol=1e-5, atol=1e-5)
     assert set(exp["outputs"]) == {"age", "sigma", "steps"} and info["size"] < 1 << 20
+
+
+class _BgrStem(torch.nn.Module):
+    """The face backbone's input: RGB -> BGR, minus a mean, TF 'SAME' pad, first conv."""
+
+    def __init__(self, then_scale: bool = False):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = torch.nn.Conv2d(3, 4, 3, stride=2)
+        self.register_buffer("mean", torch.tensor([100.0, 120.0, 140.0]).reshape(1, 3, 1, 1))
+        self.then_scale = then_scale
+
+    def forward(self, rgb):
+        x = rgb.flip(1) - self.mean
+        if self.then_scale:  # a second reader of the flipped image: not foldable
+            return self.conv(torch.nn.functional.pad(x, (0, 1, 0, 1))), x * 2.0
+        return self.conv(torch.nn.functional.pad(x, (0, 1, 0, 1)))
+
+
+def _export_stem(path, then_scale=False):
+    torch.onnx.export(
+        _BgrStem(then_scale).eval(),
+        (torch.zeros(1, 3, 9, 9),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["image"],
+    )
+    return onnx.load(str(path))
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_fold_input_channel_flip_removes_the_slice_and_keeps_the_function(tmp_path, int8):
+    import onnxruntime as ort
+
+    from agegate_models.quantize import int8_weights
+
+    model = _export_stem(tmp_path / "stem.onnx")
+    if int8:
+        model = int8_weights(model)
+
+    def flips(m):  # (the pad's own pads computation has Slices too)
+        return [n for n in m.graph.node if n.op_type == "Slice" and n.input[0] == "image"]
+
+    assert len(flips(model)) == 1
+    before = model.SerializeToString()
+    folded = fold_input_channel_flip(onnx.ModelProto.FromString(before))
+    onnx.checker.check_model(folded)
+    assert not flips(folded)
+    x = np.random.default_rng(2).uniform(0, 255, size=(1, 3, 9, 9)).astype(np.float32)
+    ref = ort.InferenceSession(before).run(None, {"image": x})[0]
+    got = ort.InferenceSession(folded.SerializeToString()).run(None, {"image": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-3)
+
+
+def test_fold_input_channel_flip_leaves_other_readers_alone(tmp_path):
+    model = _export_stem(tmp_path / "stem.onnx", then_scale=True)
+    before = model.SerializeToString()
+    folded = fold_input_channel_flip(onnx.ModelProto.FromString(before))
+    assert folded.SerializeToString() == before
