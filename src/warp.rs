@@ -71,16 +71,21 @@ pub fn warp(source: &RgbImage, map: &Affine, width: u32, height: u32, border: Bo
 /// which is about ten times faster than sampling each tap in 2-D. The two paths agree to
 /// float rounding (at most one level of 255 on a rare pixel).
 pub fn warp_into(source: &RgbImage, map: &Affine, border: Border, out: &mut RgbImage) {
-    let taps = (map.linear_scale().ceil() as usize).clamp(1, MAX_TAPS);
     if source.width() == 0 || source.height() == 0 {
-        out.pixels_mut().for_each(|p| *p = Rgb([0, 0, 0]));
+        out.fill(0);
         return;
     }
+    let taps = taps_per_axis(map);
     if map.b == 0.0 && map.c == 0.0 {
         warp_separable(source, map, border, taps, out);
     } else {
         warp_general(source, map, border, taps, out);
     }
+}
+
+/// Taps per axis: enough to cover an output pixel's footprint when downscaling.
+fn taps_per_axis(map: &Affine) -> usize {
+    (map.linear_scale().ceil() as usize).clamp(1, MAX_TAPS)
 }
 
 fn warp_general(source: &RgbImage, map: &Affine, border: Border, taps: usize, out: &mut RgbImage) {
@@ -160,7 +165,7 @@ impl<'a> Source<'a> {
 }
 
 /// Source indices and weights that make one output sample along one axis.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 struct AxisTaps {
     /// `(source index, weight)`; the weights of one output sample sum to 1, less what a
     /// black border takes away.
@@ -181,7 +186,6 @@ impl AxisTaps {
         border: Border,
     ) -> Self {
         let step = 1.0 / taps as f32;
-        let share = 1.0 / taps as f32;
         let last = len as i64 - 1;
         let mut axis = AxisTaps {
             taps: Vec::with_capacity(outputs * taps * 2),
@@ -203,7 +207,8 @@ impl AxisTaps {
                         Border::Black => index,
                         Border::Replicate => index.clamp(0, last),
                     };
-                    axis.taps.push((index as usize, weight * share));
+                    // each of the `taps` reads carries 1 / taps = `step` of the sample
+                    axis.taps.push((index as usize, weight * step));
                 }
             }
             axis.offsets.push(axis.taps.len());
@@ -237,7 +242,7 @@ fn warp_separable(
     let rows = AxisTaps::new(out_h, map.d, map.ty, taps, src_h, border);
     let Some((first_row, last_row)) = rows.span() else {
         // Every output row reads outside a black-bordered source.
-        out.pixels_mut().for_each(|p| *p = Rgb([0, 0, 0]));
+        out.fill(0);
         return;
     };
     let pixels = source.as_raw();
@@ -347,7 +352,7 @@ mod tests {
         ];
         for map in &maps {
             for border in [Border::Black, Border::Replicate] {
-                let taps = (map.linear_scale().ceil() as usize).clamp(1, MAX_TAPS);
+                let taps = taps_per_axis(map);
                 let mut fast = RgbImage::new(40, 33);
                 let mut reference = RgbImage::new(40, 33);
                 warp_separable(&img, map, border, taps, &mut fast);

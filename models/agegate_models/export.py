@@ -109,26 +109,21 @@ def _drop_initializer_identities(m: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def _const_value(m: onnx.ModelProto, name: str) -> np.ndarray | None:
+def _const_tensor(m: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
+    """The tensor behind ``name`` when it is an initializer or a Constant's value: read it
+    with ``numpy_helper.to_array``, overwrite it in place with ``CopyFrom``."""
     for t in m.graph.initializer:
         if t.name == name:
-            return numpy_helper.to_array(t)
+            return t
     for n in m.graph.node:
         if n.op_type == "Constant" and n.output[0] == name and n.attribute[0].name == "value":
-            return numpy_helper.to_array(n.attribute[0].t)
+            return n.attribute[0].t
     return None
 
 
-def _set_const(m: onnx.ModelProto, name: str, value: np.ndarray) -> None:
-    for t in m.graph.initializer:
-        if t.name == name:
-            t.CopyFrom(numpy_helper.from_array(value, name))
-            return
-    for n in m.graph.node:
-        if n.op_type == "Constant" and n.output[0] == name:
-            n.attribute[0].t.CopyFrom(numpy_helper.from_array(value, name))
-            return
-    raise KeyError(name)
+def _const_value(m: onnx.ModelProto, name: str) -> np.ndarray | None:
+    t = _const_tensor(m, name)
+    return None if t is None else numpy_helper.to_array(t)
 
 
 def fold_input_channel_flip(m: onnx.ModelProto) -> onnx.ModelProto:
@@ -189,8 +184,9 @@ def fold_input_channel_flip(m: onnx.ModelProto) -> onnx.ModelProto:
         w = _const_value(m, weight)
         if w is None or w.ndim != 4 or w.shape[1] != 3:
             continue
-        _set_const(m, weight, np.ascontiguousarray(w[:, ::-1]))
-        _set_const(m, sub.input[1], np.ascontiguousarray(mean[:, ::-1]))
+        for name, value in [(weight, w), (sub.input[1], mean)]:
+            t = _const_tensor(m, name)
+            t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value[:, ::-1]), t.name))
         sub.input[0] = flip.input[0]
         g.node.remove(flip)
         for name in flip.input[1:]:
@@ -307,6 +303,20 @@ def evaluate_onnx(path, manifest=None, root=None, limit: int = 0, batch: int = 1
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# The age models committed beside SHA256SUMS; the float ones are rebuilt, not shipped
+# (.gitignore), so their hashes stay out of it.
+SHIPPED_AGE_MODELS = ("age_student_int8.onnx", "age_student_int8_qlinear.onnx")
+
+
+def shipped(files: list[Path]) -> list[Path]:
+    """Those of ``files`` that are shipped age models in ``models/``."""
+    return [
+        f
+        for f in files
+        if f.name in SHIPPED_AGE_MODELS and f.resolve().parent == MODELS_DIR.resolve()
+    ]
 
 
 def update_sha256sums(files: list[Path], sums: Path = MODELS_DIR / "SHA256SUMS") -> None:
@@ -448,20 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.fold_flip:
         for f in a.fold_flip:
-            before = len(onnx.load(str(f)).graph.node)
-            m = fold_input_channel_flip(onnx.load(str(f)))
+            m = onnx.load(str(f))
+            before = len(m.graph.node)
+            fold_input_channel_flip(m)
             onnx.checker.check_model(m)
             onnx.save(m, str(f))
             print(f"{f}: {before} -> {len(m.graph.node)} nodes")
-        sums = MODELS_DIR / "SHA256SUMS"
-        listed = {ln.split()[-1] for ln in sums.read_text().splitlines() if ln.strip()}
-        update_sha256sums(
-            [
-                f
-                for f in a.fold_flip
-                if f.resolve() == (MODELS_DIR / f.name).resolve() and f.name in listed
-            ]
-        )
+        update_sha256sums(shipped(a.fold_flip))
         return 0
     if a.retrain:
         a.teacher, a.student = retrain(a.runs, a.teacher_epochs, a.student_epochs, a.crops)
@@ -504,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         report["qlinear_ops"] = op_histogram(qlinear)
     for f in written:
         report.setdefault("sizes", {})[f.name] = f.stat().st_size
-    if written and a.out_dir.resolve() == MODELS_DIR.resolve():
-        update_sha256sums(written)
+    if shipped(written):
+        update_sha256sums(shipped(written))
     if a.eval:
         files = [Path(report["teacher_file"])] if a.teacher else []
         files += written[-3:] if a.student else []
