@@ -1,7 +1,7 @@
 //! `agegate bench`: the pipeline's stages timed on one device, side by side in one run.
 //!
-//! Every figure is a median over `iterations` runs after `warmup` runs, single-threaded,
-//! on one frame of the board's recording (or a bundled photo). Speed is measured here and
+//! Every figure is a median over `iterations` runs after `warmup` runs, single-threaded
+//! (and again on several threads in `threaded` when asked), on one frame of the board's recording (or a bundled photo). Speed is measured here and
 //! in `cargo bench`, never asserted in tests: shared machines are noisy. Ratios between
 //! figures of one run (int8 over f32, tract over onnxruntime) are what travel between
 //! machines.
@@ -15,7 +15,7 @@ use crate::align::aligned_crop_into;
 use crate::capture::{self, CaptureSettings};
 use crate::config::Board;
 use crate::detect::{main_face, FaceDetector};
-use crate::engine::ModelError;
+use crate::engine::{Engine, ModelError, Runtime, RuntimeSettings};
 use crate::estimate::AgeModel;
 use crate::pipeline::Pipeline;
 
@@ -29,6 +29,20 @@ pub struct BenchSettings {
     /// Age models to time side by side; the board's model is always timed.
     pub f32_model: Option<PathBuf>,
     pub int8_model: Option<PathBuf>,
+    /// Threads for the `threaded` figures beside the single-thread ones (1: none).
+    pub threads: usize,
+}
+
+/// The frame's stages again with tract splitting matrix products over `threads` threads,
+/// timed in the same run as the single-thread figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadedTimes {
+    pub threads: usize,
+    pub detect_ms: f64,
+    pub estimate_ms: f64,
+    pub frame_ms: f64,
+    /// Single-thread `frame_ms` over this `frame_ms`.
+    pub frame_speedup: f64,
 }
 
 /// `agegate bench --json`: medians in milliseconds.
@@ -36,6 +50,7 @@ pub struct BenchSettings {
 pub struct BenchReport {
     pub machine: String,
     pub arch: &'static str,
+    /// Threads of every figure outside `threaded`: always 1.
     pub threads: usize,
     pub iterations: usize,
     pub frame: String,
@@ -64,6 +79,9 @@ pub struct BenchReport {
     pub load_ms: f64,
     /// Peak resident set of this process (VmHWM).
     pub rss_peak_mb: Option<f64>,
+    /// Filled when `threads` > 1 (`--threads`, or the board's `[runtime] threads`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threaded: Option<ThreadedTimes>,
     /// Filled by `--compare-onnxruntime`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onnxruntime: Option<serde_json::Value>,
@@ -192,7 +210,9 @@ pub fn run(
     fallback_photo: &Path,
 ) -> Result<BenchReport, BenchError> {
     let load_start = Instant::now();
-    let pipeline = Pipeline::from_board(board)?;
+    // The board's engine and threads are not used here: every figure but `threaded` is
+    // tract on one thread, so boards and machines compare.
+    let pipeline = Pipeline::from_board_on(board, &Runtime::single_thread())?;
     let load_ms = load_start.elapsed().as_secs_f64() * 1e3;
     let (frame_name, jpeg, frame) = bench_frame(
         board,
@@ -244,6 +264,29 @@ pub fn run(
     };
     let estimate_ms_f32 = settings.f32_model.as_deref().map(time_model).transpose()?;
     let estimate_ms_int8 = settings.int8_model.as_deref().map(time_model).transpose()?;
+
+    let threaded = if settings.threads > 1 {
+        let runtime = Runtime::start(RuntimeSettings {
+            engine: Engine::Tract,
+            threads: settings.threads,
+        })?;
+        let pipeline = Pipeline::from_board_on(board, &runtime)?;
+        let detect_ms = time_median(w, i, || pipeline.detector.detect(&frame).map(|_| ()))?;
+        let estimate_ms = time_median(w, i, || pipeline.age_model.estimate(&crop).map(|_| ()))?;
+        let threaded_frame_ms = time_median(w, i, || {
+            use crate::daemon::FaceEstimator;
+            pipeline.main_face(&frame).map(|_| ())
+        })?;
+        Some(ThreadedTimes {
+            threads: settings.threads,
+            detect_ms,
+            estimate_ms,
+            frame_ms: threaded_frame_ms,
+            frame_speedup: frame_ms / threaded_frame_ms,
+        })
+    } else {
+        None
+    };
     Ok(BenchReport {
         machine: machine(),
         arch: std::env::consts::ARCH,
@@ -265,6 +308,7 @@ pub fn run(
         estimate_ms_int8,
         load_ms,
         rss_peak_mb: rss_peak_mb(),
+        threaded,
         onnxruntime: None,
         tract_over_ort: None,
     })

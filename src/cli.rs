@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// ORT_DYLIB_PATH or the project's Python venv) and report `tract_over_ort`.
     #[arg(long)]
     pub compare_onnxruntime: bool,
+    /// Also time detect, estimate and the frame with tract on this many threads, beside the
+    /// single-thread figures (default: the board's `[runtime] threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +214,15 @@ fn run_bench(args: BenchArgs) -> Result<Outcome> {
             .int8_model
             .clone()
             .or_else(|| sibling("age_student_int8.onnx")),
+        threads: args.threads.unwrap_or(board.runtime.threads),
     };
+    if !(1..=agegate::config::MAX_THREADS).contains(&settings.threads) {
+        bail!(
+            "--threads {}: give a number between 1 and {}",
+            settings.threads,
+            agegate::config::MAX_THREADS
+        );
+    }
     if settings.f32_model.is_none() {
         eprintln!(
             "agegate bench: no float twin beside {} (make it with `python -m agegate_models.export`); estimate_ms_f32 left out",

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::capture::{CameraFormat, CaptureSettings};
 use crate::decide::Policy;
 use crate::detect::DetectorSettings;
+use crate::engine::{Engine, RuntimeSettings};
 use crate::session::SessionSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,18 @@ pub struct RawBoard {
     pub session: RawSession,
     #[serde(default)]
     pub daemon: RawDaemon,
+    #[serde(default)]
+    pub runtime: RawRuntime,
+}
+
+/// `[runtime]`: the inference engine and its threads.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    /// "tract" (default) or "onnxruntime" (a build with feature `ort` or `tensorrt`).
+    pub engine: Option<String>,
+    /// Threads one inference may use (default 1).
+    pub threads: Option<usize>,
 }
 
 /// `[capture]`: where `agegate run` gets frames.
@@ -221,6 +234,7 @@ pub struct Board {
     pub serial: SerialSettings,
     pub gpio: Option<GpioSettings>,
     pub daemon: DaemonSettings,
+    pub runtime: RuntimeSettings,
 }
 
 impl Board {
@@ -301,6 +315,7 @@ impl Board {
         };
         let gpio = raw.gpio.map(|g| validate_gpio(g, &invalid)).transpose()?;
         let daemon = validate_daemon(raw.session, raw.daemon, &invalid)?;
+        let runtime = validate_runtime(raw.runtime, &invalid)?;
         Ok(Board {
             name: raw.name,
             path: path.to_path_buf(),
@@ -316,8 +331,40 @@ impl Board {
             serial,
             gpio,
             daemon,
+            runtime,
         })
     }
+}
+
+/// The most threads a board may ask for: more than any board we support has cores.
+pub const MAX_THREADS: usize = 64;
+
+fn validate_runtime(raw: RawRuntime, invalid: &Invalid) -> Result<RuntimeSettings, ConfigError> {
+    let engine =
+        match raw.engine.as_deref() {
+            None | Some("tract") => Engine::Tract,
+            Some("onnxruntime") if cfg!(feature = "ort") => Engine::OnnxRuntime,
+            Some("onnxruntime") => return Err(invalid(
+                "runtime.engine",
+                "\"onnxruntime\" needs an agegate built with `--features ort` (or `tensorrt` on \
+                 Jetson); this one has tract only"
+                    .into(),
+            )),
+            Some(other) => {
+                return Err(invalid(
+                    "runtime.engine",
+                    format!("\"{other}\" is not an engine: give \"tract\" or \"onnxruntime\""),
+                ))
+            }
+        };
+    let threads = raw.threads.unwrap_or(1);
+    if !(1..=MAX_THREADS).contains(&threads) {
+        return Err(invalid(
+            "runtime.threads",
+            format!("{threads} is not between 1 and {MAX_THREADS}"),
+        ));
+    }
+    Ok(RuntimeSettings { engine, threads })
 }
 
 type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel};
+use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel, Runtime};
 use crate::warp::{warp_into, Affine, Border};
 
 /// Keypoint order as BlazeFace emits them (the subject's right eye is on the image's left).
@@ -157,7 +157,17 @@ impl std::fmt::Debug for FaceDetector {
 const REGRESSORS: usize = 16;
 
 impl FaceDetector {
+    /// Loads the detector on tract, one thread.
     pub fn load(path: &Path, settings: DetectorSettings) -> Result<Self, ModelError> {
+        Self::load_on(path, settings, &Runtime::single_thread())
+    }
+
+    /// Loads the detector on `runtime`'s engine and threads.
+    pub fn load_on(
+        path: &Path,
+        settings: DetectorSettings,
+        runtime: &Runtime,
+    ) -> Result<Self, ModelError> {
         let file = OnnxFile::read(path)?;
         let iface = &file.interface;
         if iface.inputs.len() != 1 {
@@ -223,7 +233,7 @@ impl FaceDetector {
             Layout::Nhwc => [1, size, size, 3],
             Layout::Nchw => [1, 3, size, size],
         };
-        let model = file.into_runnable(&shape, &name_refs)?;
+        let model = file.into_runnable(&shape, &name_refs, runtime)?;
         Ok(Self {
             model,
             size,

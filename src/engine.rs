@@ -2,10 +2,16 @@
 //!
 //! A model is read, checked against the tensors its caller expects, given a fixed input
 //! shape, optimised and made runnable once, at start. Every failure names the file.
+//!
+//! [`Runtime`] says which engine runs the graphs and on how many threads (a board's
+//! `[runtime]`): tract by default, splitting its matrix products over a pool of `threads`;
+//! onnxruntime (cargo feature `ort`; TensorRT on Jetson with `tensorrt`) with `threads`
+//! intra-op threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
@@ -25,6 +31,93 @@ pub enum ModelError {
     Prepare { path: PathBuf, reason: String },
     #[error("model file {path}: inference failed: {reason}")]
     Run { path: PathBuf, reason: String },
+    #[error("cannot start {threads} inference threads: {reason}")]
+    Threads { threads: usize, reason: String },
+}
+
+/// The engine that runs the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Pure Rust, linked in: the default on every board.
+    Tract,
+    /// onnxruntime loaded at run time (cargo feature `ort`); with feature `tensorrt` it
+    /// hands the graphs to TensorRT, then CUDA, then its CPU kernels.
+    OnnxRuntime,
+}
+
+impl Engine {
+    /// The name a board file gives it (`[runtime] engine`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Tract => "tract",
+            Engine::OnnxRuntime => "onnxruntime",
+        }
+    }
+}
+
+/// A board's `[runtime]`, validated: plain values, nothing started yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    pub engine: Engine,
+    /// Threads one inference may use, at least 1.
+    pub threads: usize,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Tract,
+            threads: 1,
+        }
+    }
+}
+
+/// A [`RuntimeSettings`] made ready: for tract with more than one thread, the pool its
+/// matrix products are split over, shared by every model loaded with it.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    settings: RuntimeSettings,
+    executor: Executor,
+}
+
+impl Runtime {
+    /// One thread, tract: what tests and the benchmark's single-thread figures use.
+    pub fn single_thread() -> Self {
+        Self {
+            settings: RuntimeSettings::default(),
+            executor: Executor::SingleThread,
+        }
+    }
+
+    /// Starts the thread pool `settings` asks for (none for one thread or onnxruntime,
+    /// which keeps its own).
+    pub fn start(settings: RuntimeSettings) -> Result<Self, ModelError> {
+        let threads = settings.threads.max(1);
+        let executor = if settings.engine == Engine::Tract && threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("agegate-infer-{i}"))
+                .build()
+                .map_err(|e| ModelError::Threads {
+                    threads,
+                    reason: e.to_string(),
+                })?;
+            Executor::MultiThread(Arc::new(pool))
+        } else {
+            Executor::SingleThread
+        };
+        Ok(Self {
+            settings: RuntimeSettings {
+                threads,
+                ..settings
+            },
+            executor,
+        })
+    }
+
+    pub fn settings(&self) -> RuntimeSettings {
+        self.settings
+    }
 }
 
 /// One dimension of a declared tensor shape.
@@ -139,12 +232,67 @@ impl OnnxFile {
     }
 
     /// Fixes the single input to `input_shape`, keeps the outputs in `output_names` order,
-    /// optimises and makes the plan runnable.
+    /// and makes the graph runnable on `runtime`'s engine.
     pub fn into_runnable(
         self,
         input_shape: &[usize],
         output_names: &[&str],
+        runtime: &Runtime,
     ) -> Result<OnnxModel, ModelError> {
+        let backend = match runtime.settings.engine {
+            Engine::Tract => self.tract_plan(input_shape, output_names, runtime)?,
+            Engine::OnnxRuntime => self.onnxruntime_session(output_names, runtime)?,
+        };
+        Ok(OnnxModel {
+            path: self.path,
+            backend,
+            input_shape: input_shape.to_vec(),
+        })
+    }
+
+    #[cfg(feature = "ort")]
+    fn onnxruntime_session(
+        &self,
+        output_names: &[&str],
+        runtime: &Runtime,
+    ) -> Result<Backend, ModelError> {
+        // onnxruntime returns every output in the graph's order; pick the asked ones by name.
+        let outputs = output_names
+            .iter()
+            .map(|name| {
+                self.interface
+                    .outputs
+                    .iter()
+                    .position(|o| o.name == *name)
+                    .ok_or_else(|| self.contract_error(format!("no output named `{name}`")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let session = crate::ort_engine::OrtModel::load(&self.path, runtime.settings.threads)?;
+        Ok(Backend::OnnxRuntime {
+            session: std::sync::Mutex::new(session),
+            outputs,
+        })
+    }
+
+    #[cfg(not(feature = "ort"))]
+    fn onnxruntime_session(
+        &self,
+        _output_names: &[&str],
+        _runtime: &Runtime,
+    ) -> Result<Backend, ModelError> {
+        Err(ModelError::Prepare {
+            path: self.path.clone(),
+            reason: "this agegate was built without onnxruntime (cargo feature `ort`)".into(),
+        })
+    }
+
+    /// Optimises the graph with tract and makes the plan runnable.
+    fn tract_plan(
+        &self,
+        input_shape: &[usize],
+        output_names: &[&str],
+        runtime: &Runtime,
+    ) -> Result<Backend, ModelError> {
         let path = self.path.clone();
         let prepare = |e: TractError| ModelError::Prepare {
             path: path.clone(),
@@ -169,18 +317,32 @@ impl OnnxFile {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(prepare)?;
-        Ok(OnnxModel {
-            path: self.path,
+        Ok(Backend::Tract {
             plan,
-            input_shape: input_shape.to_vec(),
+            executor: runtime.executor.clone(),
         })
     }
+}
+
+enum Backend {
+    Tract {
+        plan: Arc<TypedRunnableModel>,
+        executor: Executor,
+    },
+    #[cfg(feature = "ort")]
+    OnnxRuntime {
+        // onnxruntime runs take the session mutably; the frame loop is one thread, so the
+        // lock is never contended.
+        session: std::sync::Mutex<crate::ort_engine::OrtModel>,
+        /// Index in the graph's outputs of each output the caller asked for, in its order.
+        outputs: Vec<usize>,
+    },
 }
 
 /// A runnable graph with one float32 input of a fixed shape.
 pub struct OnnxModel {
     path: PathBuf,
-    plan: Arc<TypedRunnableModel>,
+    backend: Backend,
     input_shape: Vec<usize>,
 }
 
@@ -208,12 +370,29 @@ impl OnnxModel {
             path: self.path.clone(),
             reason,
         };
+        let (plan, executor) = match &self.backend {
+            Backend::Tract { plan, executor } => (plan, executor),
+            #[cfg(feature = "ort")]
+            Backend::OnnxRuntime { session, outputs } => {
+                let mut session = session
+                    .lock()
+                    .map_err(|_| fail("an earlier run panicked inside onnxruntime".into()))?;
+                let mut all = session.run(input, &self.input_shape)?;
+                return outputs
+                    .iter()
+                    .map(|&i| {
+                        all.get_mut(i)
+                            .map(std::mem::take)
+                            .ok_or_else(|| fail(format!("onnxruntime returned no output {i}")))
+                    })
+                    .collect();
+            }
+        };
         let tensor =
             Tensor::from_shape(&self.input_shape, input).map_err(|e| fail(format!("{e:#}")))?;
-        let outputs = self
-            .plan
-            .run(tvec!(tensor.into_tvalue()))
-            .map_err(|e| fail(format!("{e:#}")))?;
+        let outputs =
+            multithread_tract_scope(executor.clone(), || plan.run(tvec!(tensor.into_tvalue())))
+                .map_err(|e| fail(format!("{e:#}")))?;
         outputs
             .iter()
             .map(|value| {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
-use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel, ONNX_FLOAT};
+use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel, Runtime, ONNX_FLOAT};
 
 pub const INPUT: &str = "image";
 pub const OUTPUTS: [&str; 3] = ["age", "sigma", "steps"];
@@ -36,11 +36,17 @@ impl std::fmt::Debug for AgeModel {
 }
 
 impl AgeModel {
+    /// Loads the model on tract, one thread.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::load_on(path, &Runtime::single_thread())
+    }
+
+    /// Loads the model on `runtime`'s engine and threads.
+    pub fn load_on(path: &Path, runtime: &Runtime) -> Result<Self, ModelError> {
         let file = OnnxFile::read(path)?;
         let crop_size = check_contract(&file)?;
         let s = crop_size as usize;
-        let model = file.into_runnable(&[1, 3, s, s], &OUTPUTS)?;
+        let model = file.into_runnable(&[1, 3, s, s], &OUTPUTS, runtime)?;
         Ok(Self {
             model,
             crop_size,

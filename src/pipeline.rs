@@ -6,7 +6,7 @@ use crate::align::aligned_crop_into;
 use crate::config::Board;
 use crate::decide::{Decision, Policy};
 use crate::detect::{main_face, Face, FaceDetector};
-use crate::engine::ModelError;
+use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,10 +38,23 @@ impl Pipeline {
         }
     }
 
-    /// Loads both models named by a validated board.
+    /// Loads both models named by a validated board, on the engine and threads of its
+    /// `[runtime]`.
     pub fn from_board(board: &Board) -> Result<Self, ModelError> {
-        let detector = FaceDetector::load(&board.detector_model, board.detector.clone())?;
-        let age_model = AgeModel::load(&board.age_model)?;
+        Self::from_board_on(board, &Runtime::start(board.runtime)?)
+    }
+
+    /// Loads both models named by a board on `runtime` instead of the board's own.
+    pub fn from_board_on(board: &Board, runtime: &Runtime) -> Result<Self, ModelError> {
+        let settings = runtime.settings();
+        tracing::info!(
+            engine = settings.engine.name(),
+            threads = settings.threads,
+            "inference runtime"
+        );
+        let detector =
+            FaceDetector::load_on(&board.detector_model, board.detector.clone(), runtime)?;
+        let age_model = AgeModel::load_on(&board.age_model, runtime)?;
         Ok(Self::new(detector, age_model, board.policy))
     }
 

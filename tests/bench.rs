@@ -10,7 +10,16 @@ fn bench_reports_every_stage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("bench.json");
     let out = agegate()
-        .args(["bench", "--iterations", "2", "--warmup", "0", "--json"])
+        .args([
+            "bench",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "2",
+        ])
+        .arg("--json")
         .arg(&json)
         .current_dir(root())
         .output()
@@ -45,6 +54,32 @@ fn bench_reports_every_stage() {
         .as_str()
         .is_some_and(|s| s.contains("demo.mjpeg")));
     assert_eq!(report["arch"], std::env::consts::ARCH);
+    // --threads 2: the same stages again on two threads, beside the single-thread figures
+    assert_eq!(report["threads"], 1);
+    let threaded = &report["threaded"];
+    assert_eq!(threaded["threads"], 2, "{report}");
+    for key in ["detect_ms", "estimate_ms", "frame_ms", "frame_speedup"] {
+        let v = threaded[key].as_f64().unwrap_or(-1.0);
+        assert!(
+            v > 0.0 && v.is_finite(),
+            "threaded.{key} = {}",
+            threaded[key]
+        );
+    }
+    let speedup = f("frame_ms") / threaded["frame_ms"].as_f64().unwrap_or(0.0);
+    assert!((speedup - threaded["frame_speedup"].as_f64().unwrap_or(0.0)).abs() < 1e-6);
+}
+
+#[test]
+fn bench_refuses_a_thread_count_out_of_range() {
+    let out = agegate()
+        .args(["bench", "--iterations", "1", "--threads", "0"])
+        .current_dir(root())
+        .output()
+        .expect("start agegate");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--threads 0"), "{stderr}");
 }
 
 #[cfg(not(feature = "ort"))]

@@ -207,3 +207,41 @@ fn misses_few_utkface_validation_crops() {
         missed.len()
     );
 }
+
+/// `[runtime] threads`: tract splitting its matrix products over a pool gives what one
+/// thread gives (the same sums in other chunks: float reordering only), on both graphs.
+#[test]
+fn tract_on_three_threads_gives_what_one_thread_gives() {
+    use agegate::engine::{Engine, Runtime, RuntimeSettings};
+    use agegate::estimate::AgeModel;
+    let pool = Runtime::start(RuntimeSettings {
+        engine: Engine::Tract,
+        threads: 3,
+    })
+    .expect("thread pool");
+    assert_eq!(pool.settings().threads, 3);
+    let single = Runtime::single_thread();
+    let age_path = root().join("models/age_student_int8.onnx");
+    let detectors = [&single, &pool].map(|rt| {
+        FaceDetector::load_on(&detector_model(), DetectorSettings::default(), rt).unwrap()
+    });
+    let age_models = [&single, &pool].map(|rt| AgeModel::load_on(&age_path, rt).unwrap());
+    for name in ["grace_hopper.jpg", "astronaut_grey.jpg"] {
+        let rgb = agegate::photo::load_rgb(&photo(name)).unwrap();
+        let [one, three] = [0, 1].map(|k| detectors[k].detect(&rgb).unwrap());
+        assert!(!one.is_empty(), "{name}: no face");
+        assert_eq!(one.len(), three.len(), "{name}: faces");
+        for (a, b) in one.iter().zip(&three) {
+            assert!((a.score - b.score).abs() < 1e-4, "{name}: {a:?} vs {b:?}");
+            for (p, q) in a.keypoints.iter().zip(&b.keypoints) {
+                assert!((p[0] - q[0]).abs() < 1e-2 && (p[1] - q[1]).abs() < 1e-2);
+            }
+        }
+        let crop = agegate::align::aligned_crop(&rgb, &one[0], age_models[0].crop_size());
+        let [e1, e3] = [0, 1].map(|k| age_models[k].estimate(&crop).unwrap());
+        assert!(
+            (e1.age - e3.age).abs() < 1e-2 && (e1.sigma - e3.sigma).abs() < 1e-2,
+            "{name}: one thread {e1:?}, three {e3:?}"
+        );
+    }
+}

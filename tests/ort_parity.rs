@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use agegate::engine::OnnxFile;
+use agegate::engine::{Engine, OnnxFile, Runtime, RuntimeSettings};
 use agegate::ort_engine::{find_library, OrtModel};
 use common::*;
 
@@ -65,7 +65,9 @@ fn compare(
         .map(|o| o.name.clone())
         .collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let tract = file.into_runnable(shape, &name_refs).unwrap();
+    let tract = file
+        .into_runnable(shape, &name_refs, &Runtime::single_thread())
+        .unwrap();
     let mut ort = OrtModel::load(path, 1).unwrap();
     eprintln!("{test}: onnxruntime provider {}", ort.provider());
     // The tolerances below are for onnxruntime's CPU kernels; a `tensorrt` build may run on
@@ -235,4 +237,52 @@ fn age_student_int8_qlinear_matches_tract() {
             },
         },
     );
+}
+
+/// A board with `[runtime] engine = "onnxruntime"` runs the whole pipeline on onnxruntime:
+/// the same faces, ages within the int8 tolerance above, the same decisions.
+#[test]
+fn a_board_can_run_the_pipeline_on_onnxruntime() {
+    use agegate::config::Board;
+    use agegate::pipeline::Pipeline;
+    let test = "a_board_can_run_the_pipeline_on_onnxruntime";
+    if let Err(reason) = find_library() {
+        skip(test, &reason);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dev = std::fs::read_to_string(root().join("boards/dev.toml")).unwrap();
+    let dev = dev.replace("../", &format!("{}/", root().display()));
+    let board_path = dir.path().join("ort.toml");
+    let text = dev
+        .replace("engine = \"tract\"", "engine = \"onnxruntime\"")
+        .replace("threads = 1", "threads = 2");
+    write(&board_path, &text);
+    let board = Board::load(&board_path).unwrap();
+    assert_eq!(
+        board.runtime,
+        RuntimeSettings {
+            engine: Engine::OnnxRuntime,
+            threads: 2
+        }
+    );
+    let on_ort = Pipeline::from_board(&board).unwrap();
+    let on_tract = Pipeline::from_board_on(&board, &Runtime::single_thread()).unwrap();
+    for name in ["grace_hopper.jpg", "astronaut.jpg", "grace_hopper_grey.png"] {
+        let rgb = agegate::photo::load_rgb(&photo(name)).unwrap();
+        let want = on_tract.process(&rgb).unwrap();
+        let got = on_ort.process(&rgb).unwrap();
+        assert_eq!(got.len(), want.len(), "{name}: faces");
+        assert!(!got.is_empty(), "{name}: no face");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.face.score - w.face.score).abs() < 1e-3, "{name}: score");
+            assert!(
+                (g.estimate.age - w.estimate.age).abs() < 0.3,
+                "{name}: age {} on onnxruntime, {} on tract",
+                g.estimate.age,
+                w.estimate.age
+            );
+            assert_eq!(g.decision, w.decision, "{name}: decision");
+        }
+    }
 }

@@ -187,10 +187,15 @@ fn bad_board_files_fail_at_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = std::fs::read_to_string(root().join("boards/dev.toml")).expect("dev board");
     let dev = dev.replace("../", &format!("{}/", root().display()));
-    let cases = [
+    let mut cases = vec![
         (
             dev.replace("relay = \"relay\"", "relais = \"relay\""),
             "relais",
+        ),
+        (dev.replace("threads = 1", "threads = 0"), "runtime.threads"),
+        (
+            dev.replace("engine = \"tract\"", "engine = \"openvino\""),
+            "runtime.engine",
         ),
         (
             dev.replace("source = \"mjpeg-file\"", "source = \"webcam\""),
@@ -224,6 +229,13 @@ fn bad_board_files_fail_at_start_naming_the_key() {
             "session.trigger",
         ),
     ];
+    if !cfg!(feature = "ort") {
+        // A board asking for onnxruntime fails at start on a tract-only build.
+        cases.push((
+            dev.replace("engine = \"tract\"", "engine = \"onnxruntime\""),
+            "runtime.engine",
+        ));
+    }
     for (i, (text, key)) in cases.iter().enumerate() {
         let board = dir.path().join(format!("bad{i}.toml"));
         write(&board, text);
