@@ -1,8 +1,9 @@
 //! `agegate bench`: the pipeline's stages timed on one device, side by side in one run.
 //!
 //! Every figure is a median over `iterations` runs after `warmup` runs, single-threaded
-//! (and again on several threads in `threaded` when asked), on one frame of the board's recording (or a bundled photo). Speed is measured here and
-//! in `cargo bench`, never asserted in tests: shared machines are noisy. Ratios between
+//! (and again on several threads in `threaded` when asked), on one frame of the board's
+//! recording (or a bundled photo). Speed is measured here and in `cargo bench`, never
+//! asserted in tests: shared machines are noisy. Ratios between
 //! figures of one run (int8 over f32, tract over onnxruntime) are what travel between
 //! machines.
 
@@ -203,6 +204,26 @@ fn bench_frame(
     from_file(fallback)
 }
 
+/// Medians of detect, estimate (on `crop`) and the whole frame as the frame loop runs it,
+/// through `pipeline`: the stages timed again for `threaded`.
+fn time_stages(
+    pipeline: &Pipeline,
+    frame: &RgbImage,
+    crop: &RgbImage,
+    warmup: usize,
+    iterations: usize,
+) -> Result<[f64; 3], ModelError> {
+    use crate::daemon::FaceEstimator;
+    let detect_ms = time_median(warmup, iterations, || {
+        pipeline.detector.detect(frame).map(|_| ())
+    })?;
+    let estimate_ms = time_median(warmup, iterations, || {
+        pipeline.age_model.estimate(crop).map(|_| ())
+    })?;
+    let frame_ms = time_median(warmup, iterations, || pipeline.main_face(frame).map(|_| ()))?;
+    Ok([detect_ms, estimate_ms, frame_ms])
+}
+
 /// Times every stage on one frame.
 pub fn run(
     board: &Board,
@@ -240,7 +261,6 @@ pub fn run(
     let face = main_face(&faces, frame.width(), frame.height())
         .and_then(|k| faces.get(k).cloned())
         .ok_or_else(|| BenchError::NoFace(frame_name.clone()))?;
-    let detect_ms = time_median(w, i, || pipeline.detector.detect(&frame).map(|_| ()))?;
     let detector_graph = pipeline.detector.model();
     let detector_input = vec![0.5f32; detector_graph.input_shape().iter().product()];
     let detect_graph_ms = time_median(w, i, || detector_graph.run(&detector_input).map(|_| ()))?;
@@ -250,11 +270,7 @@ pub fn run(
         aligned_crop_into(&frame, &face, &mut crop);
         Ok(())
     })?;
-    let estimate_ms = time_median(w, i, || pipeline.age_model.estimate(&crop).map(|_| ()))?;
-    let frame_ms = time_median(w, i, || {
-        use crate::daemon::FaceEstimator;
-        pipeline.main_face(&frame).map(|_| ())
-    })?;
+    let [detect_ms, estimate_ms, frame_ms] = time_stages(&pipeline, &frame, &crop, w, i)?;
 
     let time_model = |path: &Path| -> Result<f64, BenchError> {
         let model = AgeModel::load(path)?;
@@ -271,12 +287,8 @@ pub fn run(
             threads: settings.threads,
         })?;
         let pipeline = Pipeline::from_board_on(board, &runtime)?;
-        let detect_ms = time_median(w, i, || pipeline.detector.detect(&frame).map(|_| ()))?;
-        let estimate_ms = time_median(w, i, || pipeline.age_model.estimate(&crop).map(|_| ()))?;
-        let threaded_frame_ms = time_median(w, i, || {
-            use crate::daemon::FaceEstimator;
-            pipeline.main_face(&frame).map(|_| ())
-        })?;
+        let [detect_ms, estimate_ms, threaded_frame_ms] =
+            time_stages(&pipeline, &frame, &crop, w, i)?;
         Some(ThreadedTimes {
             threads: settings.threads,
             detect_ms,

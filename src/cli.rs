@@ -216,12 +216,8 @@ fn run_bench(args: BenchArgs) -> Result<Outcome> {
             .or_else(|| sibling("age_student_int8.onnx")),
         threads: args.threads.unwrap_or(board.runtime.threads),
     };
-    if !(1..=agegate::config::MAX_THREADS).contains(&settings.threads) {
-        bail!(
-            "--threads {}: give a number between 1 and {}",
-            settings.threads,
-            agegate::config::MAX_THREADS
-        );
+    if let Err(message) = agegate::config::check_threads(settings.threads) {
+        bail!("--threads {}: {message}", settings.threads);
     }
     if settings.f32_model.is_none() {
         eprintln!(

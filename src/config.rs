@@ -358,13 +358,17 @@ fn validate_runtime(raw: RawRuntime, invalid: &Invalid) -> Result<RuntimeSetting
             }
         };
     let threads = raw.threads.unwrap_or(1);
-    if !(1..=MAX_THREADS).contains(&threads) {
-        return Err(invalid(
-            "runtime.threads",
-            format!("{threads} is not between 1 and {MAX_THREADS}"),
-        ));
-    }
+    check_threads(threads).map_err(|message| invalid("runtime.threads", message))?;
     Ok(RuntimeSettings { engine, threads })
+}
+
+/// A thread count a board file or `bench --threads` may give: 1 to [`MAX_THREADS`].
+pub fn check_threads(threads: usize) -> Result<(), String> {
+    if (1..=MAX_THREADS).contains(&threads) {
+        Ok(())
+    } else {
+        Err(format!("{threads} is not between 1 and {MAX_THREADS}"))
+    }
 }
 
 type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
