@@ -13,10 +13,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use image::RgbImage;
 
 use agegate::align::aligned_crop_into;
-use agegate::capture::mjpeg;
 use agegate::daemon::FaceEstimator;
 use agegate::detect::{main_face, DetectorSettings, FaceDetector};
 use agegate::estimate::AgeModel;
+use agegate::jpeg::{self, DEFAULT_MAX_PIXELS};
 use agegate::pipeline::Pipeline;
 
 fn root() -> PathBuf {
@@ -30,15 +30,24 @@ fn stages(c: &mut Criterion) {
     )
     .expect("detector");
     let data = std::fs::read(root().join("tests/frames/demo.mjpeg")).expect("bundled recording");
-    let (_, jpeg, mut frame) = agegate::bench::first_face_frame(&data, &detector)
-        .expect("detect")
-        .expect("a face in the bundled recording");
+    let (_, jpeg, mut frame) =
+        agegate::bench::first_face_frame(&data, &detector, DEFAULT_MAX_PIXELS)
+            .expect("detect")
+            .expect("a face in the bundled recording");
     let mut scratch = Vec::new();
     let faces = detector.detect(&frame).expect("detect");
     let face = faces[main_face(&faces, frame.width(), frame.height()).expect("main face")].clone();
 
     c.bench_function("decode_mjpeg_320x240", |b| {
-        b.iter(|| mjpeg::decode_into(black_box(&jpeg), &mut scratch, &mut frame).expect("decode"))
+        b.iter(|| {
+            jpeg::decode_into(
+                black_box(&jpeg),
+                &mut scratch,
+                &mut frame,
+                DEFAULT_MAX_PIXELS,
+            )
+            .expect("decode")
+        })
     });
     c.bench_function("detect", |b| {
         b.iter(|| detector.detect(black_box(&frame)).expect("detect"))
@@ -73,7 +82,7 @@ fn stages(c: &mut Criterion) {
         agegate::decide::Policy::new(18.0, 25.0, 1.0).expect("policy"),
     );
     c.bench_function("frame", |b| {
-        b.iter(|| pipeline.main_face(black_box(&frame)).expect("frame"))
+        b.iter(|| pipeline.faces(black_box(&frame)).expect("frame"))
     });
 }
 

@@ -13,11 +13,12 @@ use std::time::Instant;
 use image::RgbImage;
 
 use crate::align::aligned_crop_into;
-use crate::capture::{self, CaptureSettings};
+use crate::capture::SourceSettings;
 use crate::config::Board;
 use crate::detect::{main_face, FaceDetector};
 use crate::engine::{Engine, ModelError, Runtime, RuntimeSettings};
 use crate::estimate::AgeModel;
+use crate::jpeg;
 use crate::pipeline::Pipeline;
 
 /// What to time.
@@ -156,17 +157,18 @@ pub fn machine() -> String {
 pub fn first_face_frame(
     data: &[u8],
     detector: &FaceDetector,
+    max_pixels: u64,
 ) -> Result<Option<(usize, Vec<u8>, RgbImage)>, ModelError> {
     let mut offset = 0;
     let mut frame = RgbImage::new(1, 1);
     let mut scratch = Vec::new();
-    while let Some(start) = capture::mjpeg::find_start(data, offset) {
+    while let Some(start) = jpeg::find_start(data, offset) {
         let rest = &data[start..];
-        let Ok(len) = capture::mjpeg::frame_len(rest) else {
+        let Ok(len) = jpeg::frame_len(rest) else {
             break;
         };
         offset = start + len;
-        if capture::mjpeg::decode_into(&rest[..len], &mut scratch, &mut frame).is_ok()
+        if jpeg::decode_into(&rest[..len], &mut scratch, &mut frame, max_pixels).is_ok()
             && !detector.detect(&frame)?.is_empty()
         {
             return Ok(Some((start, rest[..len].to_vec(), frame)));
@@ -187,16 +189,17 @@ fn bench_frame(
         let name = path.display().to_string();
         let bytes =
             std::fs::read(path).map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
-        let rgb = crate::photo::decode_rgb(&bytes, path)
+        let rgb = crate::photo::decode_rgb(&bytes, path, board.max_pixels())
             .map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
         Ok((name, bytes, rgb))
     };
     if let Some(photo) = photo {
         return from_file(photo);
     }
-    if let Some(CaptureSettings::MjpegFile { path, .. }) = &board.capture {
+    if let Some(SourceSettings::MjpegFile { path, .. }) = board.capture.as_ref().map(|c| &c.source)
+    {
         let data = std::fs::read(path).unwrap_or_default();
-        if let Some((start, jpeg, frame)) = first_face_frame(&data, detector)? {
+        if let Some((start, jpeg, frame)) = first_face_frame(&data, detector, board.max_pixels())? {
             let name = format!("{} (frame at byte {start})", path.display());
             return Ok((name, jpeg, frame));
         }
@@ -220,7 +223,7 @@ fn time_stages(
     let estimate_ms = time_median(warmup, iterations, || {
         pipeline.age_model.estimate(crop).map(|_| ())
     })?;
-    let frame_ms = time_median(warmup, iterations, || pipeline.main_face(frame).map(|_| ()))?;
+    let frame_ms = time_median(warmup, iterations, || pipeline.faces(frame).map(|_| ()))?;
     Ok([detect_ms, estimate_ms, frame_ms])
 }
 
@@ -247,12 +250,12 @@ pub fn run(
     let mut scratch = Vec::new();
     let decode_ms = if jpeg.starts_with(&[0xFF, 0xD8]) {
         time_median(w, i, || {
-            capture::mjpeg::decode_into(&jpeg, &mut scratch, &mut decoded)
+            jpeg::decode_into(&jpeg, &mut scratch, &mut decoded, board.max_pixels()).map(|_| ())
         })
         .map_err(|e| BenchError::Frame(frame_name.clone(), e.to_string()))?
     } else {
         time_median(w, i, || {
-            crate::photo::decode_rgb(&jpeg, Path::new(&frame_name)).map(|_| ())
+            crate::photo::decode_rgb(&jpeg, Path::new(&frame_name), board.max_pixels()).map(|_| ())
         })
         .map_err(|e| BenchError::Frame(frame_name.clone(), e.to_string()))?
     };

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use agegate::actuate::Gate;
-use agegate::capture::{self, CaptureSettings};
+use agegate::capture::{self, SourceSettings};
 use agegate::config::{Board, SerialSettings};
 use agegate::daemon::{
     Clock, Daemon, Exit, ModelFiles, MonotonicClock, Parts, RecordingClock, StopSignal,
@@ -86,9 +86,14 @@ pub struct RunArgs {
     /// the audit log (stderr, AGEGATE_LOG=info) still has them.
     #[arg(long)]
     pub quiet: bool,
-    /// Stop after N frames (with `loop = true` recordings: soak and memory runs).
+    /// Stop after N frames (with `loop = true` recordings, or `--loop`: soak and memory
+    /// runs).
     #[arg(long)]
     pub max_frames: Option<u64>,
+    /// Play the board's recording over and over (as `[capture] loop = true`); refused for
+    /// a camera.
+    #[arg(long = "loop")]
+    pub looped: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,8 +161,10 @@ pub struct EvalArgs {
 
 #[derive(Debug, Args)]
 pub struct CropsArgs {
+    /// CSV with columns path,age and optionally gender,race,subject.
     #[arg(long)]
     pub manifest: PathBuf,
+    /// Folder the manifest's paths are relative to (default: the manifest's folder).
     #[arg(long)]
     pub root: Option<PathBuf>,
     /// Output folder: PNG crops and manifest.csv.
@@ -166,6 +173,7 @@ pub struct CropsArgs {
     /// Crop side in pixels (default: the board's age model's input size).
     #[arg(long)]
     pub size: Option<u32>,
+    /// Crop only the first N rows.
     #[arg(long)]
     pub limit: Option<usize>,
     #[command(flatten)]
@@ -219,11 +227,14 @@ fn run_bench(args: BenchArgs) -> Result<Outcome> {
     if let Err(message) = agegate::config::check_threads(settings.threads) {
         bail!("--threads {}: {message}", settings.threads);
     }
+    if let Some(path) = &args.json {
+        ensure_writable(path)?;
+    }
     if settings.f32_model.is_none() {
-        eprintln!(
+        print_err(&format!(
             "agegate bench: no float twin beside {} (make it with `python -m agegate_models.export`); estimate_ms_f32 left out",
             board.age_model.display()
-        );
+        ));
     }
     let fallback = Path::new("tests/photos/grace_hopper.jpg");
     let mut report = agegate::bench::run(&board, &settings, fallback)?;
@@ -231,7 +242,7 @@ fn run_bench(args: BenchArgs) -> Result<Outcome> {
         compare_onnxruntime(&board, &settings, &mut report)?;
     }
     let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
+    print_line(&json)?;
     if let Some(path) = &args.json {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
@@ -287,9 +298,49 @@ fn compare_onnxruntime(
     Ok(())
 }
 
+/// Writes one line to standard output. A closed pipe (`agegate estimate ... | head -1`)
+/// is `Ok(false)`, so the command can stop quietly; no write here ever panics.
+fn print_line(line: &str) -> Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// Writes one line to standard error, ignoring a closed stderr: there is nowhere left to
+/// report that.
+pub fn print_err(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Makes the folder of an output file and checks the file can be written, before a long
+/// run produces what would go into it.
+fn ensure_writable(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the folder {}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 fn run_daemon(args: RunArgs) -> Result<Outcome> {
     let started = std::time::Instant::now();
-    let board = Board::load(&args.board)?;
+    let mut board = Board::load(&args.board)?;
+    if args.looped {
+        board
+            .loop_recording()
+            .map_err(|e| anyhow::anyhow!("--loop: {e}"))?;
+    }
     let key_missing = |key: &str| {
         anyhow::anyhow!(
             "board file {}: key `{key}`: missing; `agegate run` needs [capture] and [gpio]",
@@ -303,11 +354,14 @@ fn run_daemon(args: RunArgs) -> Result<Outcome> {
     let gpio = board.gpio.clone().ok_or_else(|| key_missing("gpio"))?;
     // The relay first: it is driven inactive before anything else can fail.
     let gate = Gate::from_settings(&gpio)?;
-    let stop = StopSignal::install().context("installing the SIGTERM/SIGINT handler")?;
+    let stop = StopSignal::install().context("installing the stop-signal handler")?;
     let load_started = std::time::Instant::now();
     let pipeline = Pipeline::from_board(&board)?;
-    let models = ModelFiles::snapshot(&[board.detector_model.clone(), board.age_model.clone()])
-        .map_err(anyhow::Error::msg)?;
+    let models = ModelFiles::snapshot(
+        &[board.detector_model.clone(), board.age_model.clone()],
+        board.daemon.model_hash_ms,
+    )
+    .map_err(anyhow::Error::msg)?;
     tracing::info!(
         ms = load_started.elapsed().as_millis() as u64,
         "models loaded"
@@ -319,9 +373,11 @@ fn run_daemon(args: RunArgs) -> Result<Outcome> {
             Some(Box::new(SerialLink::open(path.clone(), *baud)?))
         }
     };
-    // A recording replays on its own timestamps (deterministic, as fast as it runs).
-    let clock: Box<dyn Clock> = match capture_settings {
-        CaptureSettings::Camera { .. } => Box::new(MonotonicClock::default()),
+    // A recording replays on its own timestamps (deterministic, as fast as it runs); the
+    // serial line and heartbeats keep wall time whatever the source.
+    let wall = MonotonicClock::default();
+    let clock: Box<dyn Clock> = match capture_settings.source {
+        SourceSettings::Camera { .. } => Box::new(wall),
         _ => Box::new(RecordingClock::default()),
     };
     let parts = Parts {
@@ -332,33 +388,39 @@ fn run_daemon(args: RunArgs) -> Result<Outcome> {
         models: Box::new(models),
         watchdog: Box::new(SystemdWatchdog::from_env()),
         clock,
+        wall: Box::new(wall),
         stop,
     };
     let quiet = args.quiet;
     let first_decision = std::rc::Rc::new(std::cell::Cell::new(None));
     let first = std::rc::Rc::clone(&first_decision);
-    let events = Box::new(move |event: agegate::daemon::Event| {
-        if matches!(event, agegate::daemon::Event::Decision { .. }) && first.get().is_none() {
-            first.set(Some(started.elapsed().as_secs_f64() * 1e3));
-        }
-        if !quiet {
-            if let Ok(line) = serde_json::to_string(&event) {
-                println!("{line}");
+    let events = Box::new(
+        move |event: agegate::daemon::Event| -> std::io::Result<()> {
+            use std::io::Write;
+            if matches!(event, agegate::daemon::Event::Decision { .. }) && first.get().is_none() {
+                first.set(Some(started.elapsed().as_secs_f64() * 1e3));
             }
-        }
-    });
+            if quiet {
+                return Ok(());
+            }
+            let line = serde_json::to_string(&event).map_err(std::io::Error::other)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()
+        },
+    );
     let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
     if let Some(limit) = args.max_frames {
         daemon.set_frame_limit(limit);
     }
     let exit = daemon.run();
     let fmt_ms = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
-    eprintln!(
+    print_err(&format!(
         "agegate run: {exit:?}; {:?}; first decision {} after start (wall); peak RSS {}",
         daemon.stats(),
         fmt_ms(first_decision.get()),
         agegate::bench::rss_peak_mb().map_or("n/a".into(), |mb| format!("{mb:.1} MB")),
-    );
+    ));
     Ok(match exit {
         Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
         Exit::Fault { .. } => Outcome::Fault,
@@ -369,7 +431,7 @@ fn estimate(args: EstimateArgs) -> Result<Outcome> {
     let pipeline = args.models.pipeline()?;
     let mut processed = 0;
     for path in &args.images {
-        let line = match photo::load_rgb(path)
+        let line = match photo::load_rgb_within(path, pipeline.max_pixels)
             .map_err(anyhow::Error::from)
             .and_then(|p| {
                 let faces = pipeline.process(&p)?;
@@ -389,7 +451,10 @@ fn estimate(args: EstimateArgs) -> Result<Outcome> {
                 serde_json::json!({"file": path, "error": format!("{e:#}")})
             }
         };
-        println!("{line}");
+        if !print_line(&line.to_string())? {
+            // The reader went away (`| head`): nothing more to say to anyone.
+            break;
+        }
     }
     Ok(if processed == 0 {
         Outcome::NothingProcessed
@@ -421,16 +486,23 @@ fn read_manifest(
 }
 
 fn run_eval(args: EvalArgs) -> Result<Outcome> {
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| eval::default_csv_path(&args.json));
+    // Every output is checked before the evaluation, which can take an hour.
+    for path in [Some(&args.json), Some(&csv_path), args.plot.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        ensure_writable(path)?;
+    }
     let pipeline = args.models.pipeline()?;
     let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
     let bar = progress_bar(entries.len());
     let (predictions, elapsed) =
         eval::timed(|| eval::predict_all(&pipeline, &entries, |_| bar.inc(1)));
     bar.finish_and_clear();
-    let csv_path = args
-        .csv
-        .clone()
-        .unwrap_or_else(|| eval::default_csv_path(&args.json));
     eval::write_per_image_csv(&predictions, &csv_path)
         .with_context(|| format!("writing {}", csv_path.display()))?;
     let report = eval::summarise(&predictions, &pipeline, &args.manifest, &csv_path, elapsed);
@@ -442,7 +514,7 @@ fn run_eval(args: EvalArgs) -> Result<Outcome> {
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
     }
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
-    eprintln!(
+    print_err(&format!(
         "n {} | no face {} | failed {} | MAE {} | CS(5) {} | challenge-25 FPR {} | adult 25+ referral {} | {:.1} ms/image",
         report.n,
         report.no_face,
@@ -452,7 +524,7 @@ fn run_eval(args: EvalArgs) -> Result<Outcome> {
         fmt(report.challenge25_fpr),
         fmt(report.adult25_referral_rate),
         report.ms_per_image
-    );
+    ));
     if report.n_estimated == 0 {
         bail!("no image in {} could be estimated", args.manifest.display());
     }
@@ -469,10 +541,17 @@ fn run_crops(args: CropsArgs) -> Result<Outcome> {
     };
     let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
     let bar = progress_bar(entries.len());
-    let summary = crops::write_crops(&detector, &entries, size, &args.out, || bar.inc(1))
-        .with_context(|| format!("writing crops under {}", args.out.display()))?;
+    let summary = crops::write_crops(
+        &detector,
+        &entries,
+        size,
+        board.max_pixels(),
+        &args.out,
+        || bar.inc(1),
+    )
+    .with_context(|| format!("writing crops under {}", args.out.display()))?;
     bar.finish_and_clear();
-    println!("{}", serde_json::to_string(&summary)?);
+    print_line(&serde_json::to_string(&summary)?)?;
     Ok(if summary.written == 0 {
         Outcome::NothingProcessed
     } else {

@@ -8,18 +8,18 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::capture::{CameraFormat, CaptureSettings};
-use crate::decide::Policy;
+use crate::capture::{CameraFormat, CaptureSettings, SourceSettings};
+use crate::decide::{Policy, PolicyError};
 use crate::detect::DetectorSettings;
 use crate::engine::{Engine, RuntimeSettings};
-use crate::session::SessionSettings;
+use crate::session::{OtherFaces, SessionSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("board file {path}: cannot read it: {source}")]
+    #[error("board file {path}: cannot read it: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("board file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -74,6 +74,8 @@ pub struct RawCapture {
     pub fps: Option<u32>,
     #[serde(rename = "loop")]
     pub looped: Option<bool>,
+    /// Largest frame decoded, in pixels (default 7680 x 4320).
+    pub max_pixels: Option<u64>,
 }
 
 /// `[serial]`: the line to the host.
@@ -114,6 +116,9 @@ pub struct RawSession {
     pub timeout_ms: Option<u64>,
     pub iou_threshold: Option<f32>,
     pub lost_face_ms: Option<u64>,
+    /// "refer" (default) or "ignore": another face in view.
+    pub other_faces: Option<OtherFaces>,
+    pub other_face_min_px: Option<f32>,
 }
 
 /// `[daemon]`: the frame loop's timings.
@@ -126,6 +131,7 @@ pub struct RawDaemon {
     pub max_backoff_ms: Option<u64>,
     pub max_bad_frames: Option<u32>,
     pub max_model_errors: Option<u32>,
+    pub model_hash_ms: Option<u64>,
 }
 
 /// What starts a decision.
@@ -173,13 +179,20 @@ pub struct DaemonSettings {
     pub trigger: Trigger,
     pub session: SessionSettings,
     pub heartbeat_ms: u64,
+    /// Size and modification time of the model files are compared this often.
     pub model_check_ms: u64,
+    /// The model files' SHA-256 is recomputed this often (and whenever size or mtime
+    /// change).
+    pub model_hash_ms: u64,
     pub reopen_backoff_ms: u64,
     pub max_backoff_ms: u64,
     /// Undecodable frames in a row that count as a camera fault.
     pub max_bad_frames: u32,
     /// Inference errors in a row after which the daemon exits for a restart.
     pub max_model_errors: u32,
+    /// The lowest legal age a REQUEST may ask for (`[policy] min_request_age`, default
+    /// the board's legal age): a host may raise the age, never lower it.
+    pub min_request_age: f32,
 }
 
 impl Default for DaemonSettings {
@@ -189,10 +202,12 @@ impl Default for DaemonSettings {
             session: SessionSettings::default(),
             heartbeat_ms: 1_000,
             model_check_ms: 2_000,
+            model_hash_ms: 60_000,
             reopen_backoff_ms: 250,
             max_backoff_ms: 8_000,
             max_bad_frames: 30,
             max_model_errors: 5,
+            min_request_age: 18.0,
         }
     }
 }
@@ -210,6 +225,8 @@ pub struct RawPolicy {
     pub legal_age: f32,
     pub challenge_age: f32,
     pub k_sigma: f32,
+    /// The lowest legal age a host's REQUEST may ask for (default: `legal_age`).
+    pub min_request_age: Option<f32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -238,10 +255,36 @@ pub struct Board {
 }
 
 impl Board {
+    /// The most pixels an image may have to be decoded: `[capture] max_pixels`, also for
+    /// the photo commands (`estimate`, `eval`, `crops`).
+    pub fn max_pixels(&self) -> u64 {
+        self.capture
+            .as_ref()
+            .map_or(crate::jpeg::DEFAULT_MAX_PIXELS, |c| c.max_pixels)
+    }
+
+    /// Makes the board's recording play over and over (`agegate run --loop`). A camera, or
+    /// no `[capture]` at all, cannot loop.
+    pub fn loop_recording(&mut self) -> Result<(), String> {
+        let Some(capture) = self.capture.as_mut() else {
+            return Err("the board has no [capture] section".into());
+        };
+        match &mut capture.source {
+            SourceSettings::Camera { .. } => Err("the board's source is a camera".into()),
+            SourceSettings::ImageDir { looped, .. }
+            | SourceSettings::MjpegFile { looped, .. }
+            | SourceSettings::YuyvFile { looped, .. }
+            | SourceSettings::Y4mFile { looped, .. } => {
+                *looped = true;
+                Ok(())
+            }
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let raw: RawBoard = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
@@ -272,7 +315,21 @@ impl Board {
             raw.policy.challenge_age,
             raw.policy.k_sigma,
         )
-        .map_err(|e| invalid("policy", e.to_string()))?;
+        .map_err(|e| {
+            let key = match e {
+                PolicyError::LegalAge(_) => "policy.legal_age",
+                PolicyError::ChallengeAge { .. } => "policy.challenge_age",
+                PolicyError::Margin(_) => "policy.k_sigma",
+            };
+            invalid(key, e.to_string())
+        })?;
+        let min_request_age = raw.policy.min_request_age.unwrap_or(policy.legal_age());
+        if !crate::decide::LEGAL_AGES.contains(&min_request_age) {
+            return Err(invalid(
+                "policy.min_request_age",
+                format!("{min_request_age}: give a legal age from 10 to 30"),
+            ));
+        }
         let defaults = DetectorSettings::default();
         let score_threshold = raw
             .detector
@@ -314,7 +371,8 @@ impl Board {
             Some(s) => validate_serial(s, base, &invalid)?,
         };
         let gpio = raw.gpio.map(|g| validate_gpio(g, &invalid)).transpose()?;
-        let daemon = validate_daemon(raw.session, raw.daemon, &invalid)?;
+        let mut daemon = validate_daemon(raw.session, raw.daemon, &invalid)?;
+        daemon.min_request_age = min_request_age;
         let runtime = validate_runtime(raw.runtime, &invalid)?;
         Ok(Board {
             name: raw.name,
@@ -433,7 +491,14 @@ fn validate_capture(
     if raw.source != "camera" && raw.format.is_some() {
         no("capture.format")?;
     }
-    Ok(match raw.source.as_str() {
+    let max_pixels = raw.max_pixels.unwrap_or(crate::jpeg::DEFAULT_MAX_PIXELS);
+    if !(MIN_MAX_PIXELS..=MAX_MAX_PIXELS).contains(&max_pixels) {
+        return Err(invalid(
+            "capture.max_pixels",
+            format!("{max_pixels}: give {MIN_MAX_PIXELS} to {MAX_MAX_PIXELS} pixels"),
+        ));
+    }
+    let source = match raw.source.as_str() {
         "camera" => {
             if raw.path.is_some() || raw.looped.is_some() {
                 no(if raw.path.is_some() {
@@ -459,7 +524,13 @@ fn validate_capture(
                 ));
             }
             let (width, height) = size((640, 480))?;
-            CaptureSettings::Camera {
+            if u64::from(width) * u64::from(height) > max_pixels {
+                return Err(invalid(
+                    "capture.max_pixels",
+                    format!("{max_pixels} is less than the camera's {width}x{height}"),
+                ));
+            }
+            SourceSettings::Camera {
                 device,
                 format: raw.format.unwrap_or(CameraFormat::Mjpeg),
                 width,
@@ -467,17 +538,17 @@ fn validate_capture(
                 fps,
             }
         }
-        "image-dir" => CaptureSettings::ImageDir {
+        "image-dir" => SourceSettings::ImageDir {
             path: file(true)?,
             fps,
             looped,
         },
-        "mjpeg-file" => CaptureSettings::MjpegFile {
+        "mjpeg-file" => SourceSettings::MjpegFile {
             path: file(false)?,
             fps,
             looped,
         },
-        "y4m-file" => CaptureSettings::Y4mFile {
+        "y4m-file" => SourceSettings::Y4mFile {
             path: file(false)?,
             fps,
             looped,
@@ -490,7 +561,7 @@ fn validate_capture(
                 ));
             }
             let (width, height) = size((0, 0))?;
-            CaptureSettings::YuyvFile {
+            SourceSettings::YuyvFile {
                 path: file(false)?,
                 width,
                 height,
@@ -504,8 +575,14 @@ fn validate_capture(
                 format!("`{other}`: give camera, image-dir, mjpeg-file, yuyv-file or y4m-file"),
             ))
         }
-    })
+    };
+    Ok(CaptureSettings { source, max_pixels })
 }
+
+/// `[capture] max_pixels` bounds: a 160 x 120 frame at least, 64 megapixels at most (about
+/// 200 MB as RGB, beyond what the smallest board can spare).
+const MIN_MAX_PIXELS: u64 = 160 * 120;
+const MAX_MAX_PIXELS: u64 = 64 << 20;
 
 fn validate_serial(
     raw: RawSerial,
@@ -649,13 +726,14 @@ fn validate_daemon(
         timeout_ms: session.timeout_ms.unwrap_or(d.session.timeout_ms),
         iou_threshold: session.iou_threshold.unwrap_or(d.session.iou_threshold),
         lost_face_ms: session.lost_face_ms.unwrap_or(d.session.lost_face_ms),
+        other_faces: session.other_faces.unwrap_or(d.session.other_faces),
+        other_face_min_px: session
+            .other_face_min_px
+            .unwrap_or(d.session.other_face_min_px),
     };
-    // The error text names its key (session.min_frames, ...).
-    session.validate().map_err(|e| {
-        let text = e.to_string();
-        let key = text.split(' ').next().unwrap_or("session").to_string();
-        invalid(&key, text)
-    })?;
+    session
+        .validate()
+        .map_err(|e| invalid(SessionSettings::key(&e), e.to_string()))?;
     let positive = |key: &str, v: Option<u64>, default: u64| -> Result<u64, ConfigError> {
         match v.unwrap_or(default) {
             0 => Err(invalid(key, "must be above 0".into())),
@@ -678,18 +756,62 @@ fn validate_daemon(
             "must be at least reopen_backoff_ms".into(),
         ));
     }
-    Ok(DaemonSettings {
-        trigger,
-        session,
-        heartbeat_ms: positive("daemon.heartbeat_ms", raw.heartbeat_ms, d.heartbeat_ms)?,
-        model_check_ms: positive(
+    let at_most = |key: &str, v: u64, max: u64| -> Result<u64, ConfigError> {
+        if v > max {
+            Err(invalid(key, format!("{v}: give at most {max}")))
+        } else {
+            Ok(v)
+        }
+    };
+    let count = |key: &str, v: Option<u32>, default: u32| -> Result<u32, ConfigError> {
+        match v.unwrap_or(default) {
+            // Zero would mean "fault before the first try"; it was once raised to 1
+            // silently, which hid a typo.
+            0 => Err(invalid(key, "must be at least 1".into())),
+            v if v > 10_000 => Err(invalid(key, format!("{v}: give at most 10000"))),
+            v => Ok(v),
+        }
+    };
+    // The guard must notice a replaced model within a minute; hashing more than once a
+    // second would cost frames.
+    let model_check_ms = at_most(
+        "daemon.model_check_ms",
+        positive(
             "daemon.model_check_ms",
             raw.model_check_ms,
             d.model_check_ms,
         )?,
+        60_000,
+    )?;
+    let model_hash_ms = raw.model_hash_ms.unwrap_or(d.model_hash_ms);
+    if !(1_000..=3_600_000).contains(&model_hash_ms) {
+        return Err(invalid(
+            "daemon.model_hash_ms",
+            format!("{model_hash_ms}: give 1000 to 3600000"),
+        ));
+    }
+    Ok(DaemonSettings {
+        trigger,
+        session,
+        heartbeat_ms: at_most(
+            "daemon.heartbeat_ms",
+            positive("daemon.heartbeat_ms", raw.heartbeat_ms, d.heartbeat_ms)?,
+            60_000,
+        )?,
+        model_check_ms,
+        model_hash_ms,
         reopen_backoff_ms,
         max_backoff_ms,
-        max_bad_frames: raw.max_bad_frames.unwrap_or(d.max_bad_frames).max(1),
-        max_model_errors: raw.max_model_errors.unwrap_or(d.max_model_errors).max(1),
+        max_bad_frames: count(
+            "daemon.max_bad_frames",
+            raw.max_bad_frames,
+            d.max_bad_frames,
+        )?,
+        max_model_errors: count(
+            "daemon.max_model_errors",
+            raw.max_model_errors,
+            d.max_model_errors,
+        )?,
+        min_request_age: d.min_request_age,
     })
 }

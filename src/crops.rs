@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::align::aligned_crop;
 use crate::detect::{main_face, FaceDetector};
 use crate::manifest::Entry;
-use crate::photo::load_rgb;
+use crate::photo::load_rgb_within;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CropSummary {
@@ -23,6 +23,7 @@ pub fn write_crops(
     detector: &FaceDetector,
     entries: &[Entry],
     size: u32,
+    max_pixels: u64,
     out: &Path,
     mut progress: impl FnMut(),
 ) -> std::io::Result<CropSummary> {
@@ -36,7 +37,7 @@ pub fn write_crops(
     };
     for entry in entries {
         progress();
-        let photo = match load_rgb(&entry.path) {
+        let photo = match load_rgb_within(&entry.path, max_pixels) {
             Ok(p) => p,
             Err(e) => {
                 summary.failed.push(e.to_string());

@@ -22,7 +22,60 @@ impl std::fmt::Display for Decision {
     }
 }
 
-/// A validated policy: `legal_age <= challenge_age`, `k_sigma >= 0`, all finite.
+/// Why a decision is REFER: in the event log, the audit log and the eval's per-image CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferReason {
+    /// The estimate's margin straddles the thresholds: too close to call.
+    Uncertain,
+    /// The window timed out without a face.
+    NoFace,
+    /// The window timed out with too few frames of one person.
+    Timeout,
+    /// Another face was in view (`[session] other_faces = "refer"`).
+    OtherFaces,
+    /// An estimate the gate cannot read (non-finite: a bug upstream).
+    Unreadable,
+    /// A fault answered the request (camera, model, relay, internal).
+    Fault,
+    /// The host replaced the request with a new one.
+    Replaced,
+    /// The device is shutting down.
+    Shutdown,
+    /// The request asked for less than the board's floor (`[policy] min_request_age`).
+    Refused,
+}
+
+impl ReferReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uncertain => "uncertain",
+            Self::NoFace => "no_face",
+            Self::Timeout => "timeout",
+            Self::OtherFaces => "other_faces",
+            Self::Unreadable => "unreadable",
+            Self::Fault => "fault",
+            Self::Replaced => "replaced",
+            Self::Shutdown => "shutdown",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+impl std::fmt::Display for ReferReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Sane bounds for a policy, from a board file or a host's REQUEST: a legal age a
+/// jurisdiction could set, a challenge margin of at most 15 years, at most 5 sigmas.
+pub const LEGAL_AGES: std::ops::RangeInclusive<f32> = 10.0..=30.0;
+pub const MAX_CHALLENGE_MARGIN: f32 = 15.0;
+pub const K_SIGMAS: std::ops::RangeInclusive<f32> = 0.0..=5.0;
+
+/// A validated policy: `legal_age` in [`LEGAL_AGES`], `challenge_age` from `legal_age` to
+/// `legal_age + 15`, `k_sigma` in [`K_SIGMAS`], all finite.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     legal_age: f32,
@@ -32,25 +85,27 @@ pub struct Policy {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PolicyError {
-    #[error("legal_age ({legal}) must be a finite number above 0 and at most challenge_age ({challenge})")]
-    Ages { legal: f32, challenge: f32 },
-    #[error("k_sigma ({0}) must be a finite number >= 0")]
+    #[error("legal_age ({0}) must be a number from 10 to 30")]
+    LegalAge(f32),
+    #[error("challenge_age ({challenge}) must be from legal_age ({legal}) to legal_age + 15")]
+    ChallengeAge { legal: f32, challenge: f32 },
+    #[error("k_sigma ({0}) must be a number from 0 to 5")]
     Margin(f32),
 }
 
 impl Policy {
     pub fn new(legal_age: f32, challenge_age: f32, k_sigma: f32) -> Result<Self, PolicyError> {
-        let ages_ok = legal_age.is_finite()
-            && challenge_age.is_finite()
-            && legal_age > 0.0
-            && legal_age <= challenge_age;
-        if !ages_ok {
-            return Err(PolicyError::Ages {
+        // RangeInclusive::contains is false for NaN, so non-finite values are refused too.
+        if !LEGAL_AGES.contains(&legal_age) {
+            return Err(PolicyError::LegalAge(legal_age));
+        }
+        if !(legal_age..=legal_age + MAX_CHALLENGE_MARGIN).contains(&challenge_age) {
+            return Err(PolicyError::ChallengeAge {
                 legal: legal_age,
                 challenge: challenge_age,
             });
         }
-        if !(k_sigma.is_finite() && k_sigma >= 0.0) {
+        if !K_SIGMAS.contains(&k_sigma) {
             return Err(PolicyError::Margin(k_sigma));
         }
         Ok(Self {
@@ -58,6 +113,13 @@ impl Policy {
             challenge_age,
             k_sigma,
         })
+    }
+
+    /// The same policy for a host that asks for `legal_age` (a REQUEST's required age),
+    /// keeping this policy's challenge margin and k_sigma.
+    pub fn with_legal_age(&self, legal_age: f32) -> Result<Self, PolicyError> {
+        let margin = self.challenge_age - self.legal_age;
+        Self::new(legal_age, legal_age + margin, self.k_sigma)
     }
 
     pub fn legal_age(&self) -> f32 {
@@ -75,6 +137,23 @@ impl Policy {
     /// Decides for one estimate. Non-finite input is REFER: the gate never opens on
     /// something it cannot read.
     pub fn decide(&self, age: f32, sigma: f32) -> Decision {
+        self.decide_why(age, sigma).0
+    }
+
+    /// [`Policy::decide`] with the reason of a REFER.
+    pub fn decide_why(&self, age: f32, sigma: f32) -> (Decision, Option<ReferReason>) {
+        let verdict = self.verdict(age, sigma);
+        let reason = match verdict {
+            Decision::Refer if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) => {
+                Some(ReferReason::Unreadable)
+            }
+            Decision::Refer => Some(ReferReason::Uncertain),
+            _ => None,
+        };
+        (verdict, reason)
+    }
+
+    fn verdict(&self, age: f32, sigma: f32) -> Decision {
         if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) {
             return Decision::Refer;
         }
@@ -112,5 +191,44 @@ mod tests {
         assert!(Policy::new(18.0, 25.0, -0.5).is_err());
         assert!(Policy::new(f32::NAN, 25.0, 1.0).is_err());
         assert!(Policy::new(18.0, 25.0, 0.0).is_ok());
+        // What a hostile tester got accepted: a gate that opens for anyone.
+        assert_eq!(Policy::new(1.0, 1.0, 0.0), Err(PolicyError::LegalAge(1.0)));
+        assert!(matches!(
+            Policy::new(18.0, 1e30, 1.0),
+            Err(PolicyError::ChallengeAge { .. })
+        ));
+        assert!(Policy::new(18.0, 33.0, 1.0).is_ok());
+        assert!(Policy::new(18.0, 33.5, 1.0).is_err());
+        assert!(Policy::new(18.0, 25.0, 5.0).is_ok());
+        assert_eq!(Policy::new(18.0, 25.0, 5.5), Err(PolicyError::Margin(5.5)));
+        assert!(Policy::new(30.0, 30.0, 1.0).is_ok());
+        assert!(Policy::new(31.0, 31.0, 1.0).is_err());
+        assert!(Policy::new(18.0, 25.0, f32::INFINITY).is_err());
+    }
+
+    #[test]
+    fn a_host_asks_for_its_own_legal_age_with_the_board_margin() {
+        let board = Policy::new(18.0, 25.0, 1.0).unwrap();
+        let p = board.with_legal_age(21.0).unwrap();
+        assert_eq!(
+            (p.legal_age(), p.challenge_age(), p.k_sigma()),
+            (21.0, 28.0, 1.0)
+        );
+        assert!(board.with_legal_age(1.0).is_err());
+        assert!(board.with_legal_age(255.0).is_err());
+    }
+
+    #[test]
+    fn refer_says_why() {
+        let p = Policy::new(18.0, 25.0, 1.0).unwrap();
+        assert_eq!(p.decide_why(40.0, 2.0), (Decision::Allow, None));
+        assert_eq!(
+            p.decide_why(24.0, 2.0),
+            (Decision::Refer, Some(ReferReason::Uncertain))
+        );
+        assert_eq!(
+            p.decide_why(f32::NAN, 2.0),
+            (Decision::Refer, Some(ReferReason::Unreadable))
+        );
     }
 }

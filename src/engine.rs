@@ -18,10 +18,10 @@ use tract_onnx::prelude::*;
 /// Why a model file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("model file {path}: cannot read it: {source}")]
+    #[error("model file {path}: cannot read it: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("model file {path}: not a valid ONNX model ({reason})")]
     NotOnnx { path: PathBuf, reason: String },
@@ -182,9 +182,9 @@ pub struct OnnxFile {
 
 impl OnnxFile {
     pub fn read(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        let bytes = std::fs::read(path).map_err(|cause| ModelError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let not_onnx = |reason: String| ModelError::NotOnnx {
             path: path.to_path_buf(),

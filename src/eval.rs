@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::decide::Decision;
 use crate::manifest::Entry;
-use crate::photo::load_rgb;
+use crate::photo::load_rgb_within;
 use crate::pipeline::Pipeline;
 
 /// Age bands reported, by true age: `(name, lowest age, first age above)`.
@@ -105,7 +105,7 @@ pub fn predict_all(
     entries
         .iter()
         .map(|entry| {
-            let outcome = match load_rgb(&entry.path) {
+            let outcome = match load_rgb_within(&entry.path, pipeline.max_pixels) {
                 Err(e) => Outcome::Failed(e.to_string()),
                 Ok(photo) => match pipeline.process(&photo) {
                     Err(e) => Outcome::Failed(e.to_string()),
@@ -210,11 +210,16 @@ pub fn summarise(
     }
     let legal = pipeline.policy.legal_age();
     let challenge = pipeline.policy.challenge_age();
-    let minors: Vec<&Prediction> = predictions.iter().filter(|p| p.entry.age < legal).collect();
-    let adults: Vec<&Prediction> = predictions
-        .iter()
-        .filter(|p| p.entry.age >= challenge)
-        .collect();
+    // Rows that could not be read are not people the gate saw: they are reported as
+    // failures and left out of the gate's rates (a photo without a face is in them: the
+    // gate refers it).
+    let seen = || {
+        predictions
+            .iter()
+            .filter(|p| !matches!(p.outcome, Outcome::Failed(_)))
+    };
+    let minors: Vec<&Prediction> = seen().filter(|p| p.entry.age < legal).collect();
+    let adults: Vec<&Prediction> = seen().filter(|p| p.entry.age >= challenge).collect();
     let mut decisions = BTreeMap::new();
     for p in predictions {
         *decisions
@@ -340,7 +345,8 @@ pub fn write_band_plot(report: &Report, path: &Path) -> Result<(), String> {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((0..bands.len()).into_segmented(), 0.0..top)
+        // 0..=5: one segment per band (a range's end is a segment of its own).
+        .build_cartesian_2d((0..bands.len() - 1).into_segmented(), 0.0..top)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
@@ -356,17 +362,12 @@ pub fn write_band_plot(report: &Report, path: &Path) -> Result<(), String> {
         .draw()
         .map_err(|e| e.to_string())?;
     chart
-        .draw_series(bands.iter().enumerate().map(|(i, b)| {
-            let mut bar = Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), b.1),
-                ],
-                RGBColor(60, 110, 170).filled(),
-            );
-            bar.set_margin(0, 0, 8, 8);
-            bar
-        }))
+        .draw_series(
+            Histogram::vertical(&chart)
+                .style(RGBColor(60, 110, 170).filled())
+                .margin(8)
+                .data(bands.iter().enumerate().map(|(i, b)| (i, b.1))),
+        )
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }

@@ -19,6 +19,7 @@ pub mod detect;
 pub mod engine;
 pub mod estimate;
 pub mod eval;
+pub mod jpeg;
 pub mod manifest;
 #[cfg(feature = "ort")]
 pub mod ort_engine;

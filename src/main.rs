@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Ok(cli::Outcome::NothingProcessed) => ExitCode::from(1),
         Ok(cli::Outcome::Fault) => ExitCode::from(3),
         Err(e) => {
-            eprintln!("agegate: error: {e:#}");
+            cli::print_err(&format!("agegate: error: {e:#}"));
             ExitCode::from(2)
         }
     }

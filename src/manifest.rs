@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("manifest {path}: cannot read it: {source}")]
+    #[error("manifest {path}: cannot read it: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("manifest {path}: {message}")]
     Format { path: PathBuf, message: String },
@@ -36,9 +36,9 @@ pub struct Entry {
 
 pub fn read(manifest: &Path, root: Option<&Path>) -> Result<Vec<Entry>, ManifestError> {
     let path = manifest.to_path_buf();
-    let file = std::fs::File::open(manifest).map_err(|source| ManifestError::Read {
+    let file = std::fs::File::open(manifest).map_err(|cause| ManifestError::Read {
         path: path.clone(),
-        source,
+        cause,
     })?;
     let root = match root {
         Some(r) => r.to_path_buf(),
@@ -55,6 +55,16 @@ pub fn read(manifest: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Manifest
             message: e.to_string(),
         })?
         .clone();
+    if let Some(twice) = headers
+        .iter()
+        .enumerate()
+        .find_map(|(i, h)| headers.iter().skip(i + 1).any(|o| o == h).then_some(h))
+    {
+        return Err(ManifestError::Format {
+            path,
+            message: format!("the header names the column `{twice}` twice"),
+        });
+    }
     let column = |name: &str| headers.iter().position(|h| h == name);
     let (Some(path_col), Some(age_col)) = (column("path"), column("age")) else {
         return Err(ManifestError::Format {

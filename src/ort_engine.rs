@@ -203,9 +203,9 @@ impl OrtModel {
             reason: format!("onnxruntime: {reason}"),
         };
         // The same error as tract's for a file that is missing or unreadable.
-        std::fs::File::open(path).map_err(|source| ModelError::Read {
+        std::fs::File::open(path).map_err(|cause| ModelError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         let env = environment().map_err(prepare)?;
         let mut builder = Session::builder(env)

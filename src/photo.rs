@@ -2,23 +2,29 @@
 //!
 //! Every photo becomes 8-bit RGB: greyscale scans are replicated into three channels so
 //! the rest of the pipeline has one pixel format. EXIF orientation is applied, so a phone
-//! photo stored sideways is seen upright.
+//! photo stored sideways is seen upright. JPEG goes through the strict decoder of
+//! [`crate::jpeg`] (a damaged photo is an error, never a half-grey face); every format is
+//! held to the same pixel bound before anything is decoded.
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::jpeg::{self, JpegError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PhotoError {
     #[error("{path}: no such file")]
     Missing { path: PathBuf },
-    #[error("{path}: cannot read it: {source}")]
+    #[error("{path}: cannot read it: {cause}")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}: not an image (no known image format in its first bytes)")]
     NotAnImage { path: PathBuf },
+    #[error("{path}: {format} images are not supported: give JPEG, PNG, BMP or PNM")]
+    Unsupported { path: PathBuf, format: String },
     #[error("{path}: corrupt or truncated image: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: image is empty ({width}x{height})")]
@@ -27,47 +33,87 @@ pub enum PhotoError {
         width: u32,
         height: u32,
     },
+    #[error("{path}: {width}x{height} is more than the {max_pixels} pixels allowed ([capture] max_pixels)")]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
 }
 
-/// Largest side accepted, so a hostile header cannot make us allocate gigabytes.
-const MAX_SIDE: u32 = 16_384;
+/// Formats this build decodes (image's features in Cargo.toml, plus the strict JPEG path).
+fn supported(format: ImageFormat) -> bool {
+    matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp | ImageFormat::Pnm
+    )
+}
 
+/// Reads and decodes a photo of at most [`jpeg::DEFAULT_MAX_PIXELS`] pixels.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, PhotoError> {
+    load_rgb_within(path, jpeg::DEFAULT_MAX_PIXELS)
+}
+
+/// Reads and decodes a photo of at most `max_pixels` pixels (a board's bound).
+pub fn load_rgb_within(path: &Path, max_pixels: u64) -> Result<RgbImage, PhotoError> {
     let owned = || path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+    let bytes = std::fs::read(path).map_err(|cause| match cause.kind() {
         std::io::ErrorKind::NotFound => PhotoError::Missing { path: owned() },
         _ => PhotoError::Unreadable {
             path: owned(),
-            source,
+            cause,
         },
     })?;
-    decode_rgb(&bytes, path)
+    decode_rgb(&bytes, path, max_pixels)
 }
 
-/// Decodes an in-memory encoded image; `path` only names it in errors.
-pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, PhotoError> {
+/// Decodes an in-memory encoded image of at most `max_pixels` pixels; `path` only names it
+/// in errors.
+pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage, PhotoError> {
     let owned = || path.to_path_buf();
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|source| PhotoError::Unreadable {
+    let format =
+        image::guess_format(bytes).map_err(|_| PhotoError::NotAnImage { path: owned() })?;
+    if !supported(format) {
+        return Err(PhotoError::Unsupported {
             path: owned(),
-            source,
-        })?;
-    if reader.format().is_none() {
-        return Err(PhotoError::NotAnImage { path: owned() });
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_after_scan(bytes) {
-        // The JPEG decoder fills a cut-off scan with grey instead of failing: a face half
-        // grey must not reach the model, so a missing end marker is an error here.
-        return Err(PhotoError::Corrupt {
-            path: owned(),
-            reason: "truncated JPEG (no end-of-image marker after the image data)".into(),
+            format: format!("{format:?}").to_uppercase(),
         });
+    }
+    if format == ImageFormat::Jpeg {
+        let mut rgb = RgbImage::new(1, 1);
+        let orientation = jpeg::decode_into(bytes, &mut Vec::new(), &mut rgb, max_pixels).map_err(
+            |e| match e {
+                JpegError::TooLarge {
+                    width,
+                    height,
+                    max_pixels,
+                } => PhotoError::TooLarge {
+                    path: owned(),
+                    width,
+                    height,
+                    max_pixels,
+                },
+                other => PhotoError::Corrupt {
+                    path: owned(),
+                    reason: other.to_string(),
+                },
+            },
+        )?;
+        let mut image = DynamicImage::ImageRgb8(rgb);
+        image.apply_orientation(orientation);
+        return Ok(image.into_rgb8());
     }
     let corrupt = |e: image::ImageError| PhotoError::Corrupt {
         path: owned(),
         reason: e.to_string(),
     };
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    // What the decoder may allocate: the RGBA image and as much again for its working
+    // buffers (a PNG's rows, a BMP's palette expansion).
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(8));
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
@@ -77,25 +123,16 @@ pub fn decode_rgb(bytes: &[u8], path: &Path) -> Result<RgbImage, PhotoError> {
             height,
         });
     }
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(PhotoError::Corrupt {
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(PhotoError::TooLarge {
             path: owned(),
-            reason: format!("{width}x{height} is larger than {MAX_SIDE} pixels a side"),
+            width,
+            height,
+            max_pixels,
         });
     }
     let orientation = decoder.orientation().map_err(corrupt)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     image.apply_orientation(orientation);
     Ok(image.into_rgb8())
-}
-
-/// True when an end-of-image marker (FF D9) follows the last start-of-scan marker (FF DA).
-/// Inside entropy-coded data a literal FF is always stuffed as FF 00, so FF D9 there is the
-/// real end; an EXIF thumbnail's own FF D9 comes before the main scan and does not count.
-fn jpeg_has_end_after_scan(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    match last_scan {
-        Some(start) => bytes[start..].windows(2).any(|w| w == [0xFF, 0xD9]),
-        None => false,
-    }
 }

@@ -24,6 +24,8 @@ pub struct Pipeline {
     pub detector: FaceDetector,
     pub age_model: AgeModel,
     pub policy: Policy,
+    /// Photos above this many pixels are refused before decoding (`[capture] max_pixels`).
+    pub max_pixels: u64,
     crop: std::cell::RefCell<RgbImage>,
 }
 
@@ -34,6 +36,7 @@ impl Pipeline {
             detector,
             age_model,
             policy,
+            max_pixels: crate::jpeg::DEFAULT_MAX_PIXELS,
             crop: std::cell::RefCell::new(RgbImage::new(size, size)),
         }
     }
@@ -55,7 +58,9 @@ impl Pipeline {
         let detector =
             FaceDetector::load_on(&board.detector_model, board.detector.clone(), runtime)?;
         let age_model = AgeModel::load_on(&board.age_model, runtime)?;
-        Ok(Self::new(detector, age_model, board.policy))
+        let mut pipeline = Self::new(detector, age_model, board.policy);
+        pipeline.max_pixels = board.max_pixels();
+        Ok(pipeline)
     }
 
     /// Every face in the photo, the main face first.

@@ -25,13 +25,18 @@
 //! overconfident exactly at the borderline. A jittery face therefore gets a wider sigma
 //! and tends to REFER, which is the safe direction.
 //!
+//! **Other faces.** Only the main face is estimated, so a child standing beside an adult
+//! could pass on the adult's face. With `other_faces = "refer"` a window in which any
+//! other face at least `other_face_min_px` wide (in source pixels: nearer than a passer-by)
+//! was seen decides REFER with reason `other_faces`, at once.
+//!
 //! **Faults.** A non-finite or negative estimate (which `estimate` already refuses, so
 //! seeing one here means a bug upstream) poisons the session: it decides REFER, never
 //! anything else. The gate never opens on something it cannot read.
 
 use heapless::Deque;
 
-use crate::decide::{Decision, Policy};
+use crate::decide::{Decision, Policy, ReferReason};
 use crate::detect::BBox;
 use crate::estimate::AgeEstimate;
 
@@ -53,6 +58,21 @@ pub struct SessionSettings {
     pub iou_threshold: f32,
     /// No face for longer than this and the next face is someone else.
     pub lost_face_ms: u64,
+    /// What another face in view does to the window.
+    pub other_faces: OtherFaces,
+    /// Other faces narrower than this (box width, source pixels) do not count.
+    pub other_face_min_px: f32,
+}
+
+/// `[session] other_faces`: whether another face in view stops the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtherFaces {
+    /// Only the main face counts (a door that lets one person through at a time anyway).
+    Ignore,
+    /// Another face decides REFER: a minor beside an adult is not let through on the
+    /// adult's face (vending, kiosks).
+    Refer,
 }
 
 impl Default for SessionSettings {
@@ -65,6 +85,8 @@ impl Default for SessionSettings {
             timeout_ms: 4_000,
             iou_threshold: 0.3,
             lost_face_ms: 500,
+            other_faces: OtherFaces::Refer,
+            other_face_min_px: 48.0,
         }
     }
 }
@@ -83,6 +105,8 @@ pub enum SessionSettingsError {
     IouThreshold(f32),
     #[error("session.lost_face_ms ({0}) must be above 0")]
     LostFaceMs(u64),
+    #[error("session.other_face_min_px ({0}) must be a number from 1 to 10000")]
+    OtherFaceMinPx(f32),
 }
 
 impl SessionSettings {
@@ -105,7 +129,22 @@ impl SessionSettings {
         if self.lost_face_ms == 0 {
             return Err(SessionSettingsError::LostFaceMs(self.lost_face_ms));
         }
+        if !(1.0..=10_000.0).contains(&self.other_face_min_px) {
+            return Err(SessionSettingsError::OtherFaceMinPx(self.other_face_min_px));
+        }
         Ok(())
+    }
+
+    /// The key this error names, as the board file spells it.
+    pub fn key(error: &SessionSettingsError) -> &'static str {
+        match error {
+            SessionSettingsError::MinFrames(_) => "session.min_frames",
+            SessionSettingsError::MaxFrames { .. } => "session.max_frames",
+            SessionSettingsError::TimeoutMs(_) => "session.timeout_ms",
+            SessionSettingsError::IouThreshold(_) => "session.iou_threshold",
+            SessionSettingsError::LostFaceMs(_) => "session.lost_face_ms",
+            SessionSettingsError::OtherFaceMinPx(_) => "session.other_face_min_px",
+        }
     }
 }
 
@@ -137,7 +176,11 @@ pub struct Session {
     /// Box of the followed face and when it was last seen.
     track: Option<(BBox, u64)>,
     poisoned: bool,
-    decided: Option<Decision>,
+    /// Another face that counts was seen (see the module docs).
+    other_face_seen: bool,
+    /// Any face was seen in this window (for the reason of a timeout).
+    face_seen: bool,
+    decided: Option<(Decision, Option<ReferReason>)>,
     /// Times the window restarted for a new person.
     resets: u32,
 }
@@ -157,6 +200,8 @@ impl Session {
             samples: Deque::new(),
             track: None,
             poisoned: false,
+            other_face_seen: false,
+            face_seen: false,
             decided: None,
             resets: 0,
         })
@@ -188,13 +233,39 @@ impl Session {
     /// One camera frame: the main face's box and its estimate, or `None` when no face
     /// was found (or the estimate failed). Ignored once the session has decided.
     pub fn observe(&mut self, now_ms: u64, face: Option<(BBox, AgeEstimate)>) {
+        self.observe_frame(now_ms, face, &[]);
+    }
+
+    /// [`Session::observe`] with the boxes of the frame's other faces.
+    pub fn observe_frame(
+        &mut self,
+        now_ms: u64,
+        face: Option<(BBox, AgeEstimate)>,
+        others: &[BBox],
+    ) {
         if self.decided.is_some() {
             return;
+        }
+        if self.settings.other_faces == OtherFaces::Refer
+            && others
+                .iter()
+                // A NaN width counts as a face: only a width known to be small is ignored.
+                .any(|b| {
+                    (b.x1 - b.x0).partial_cmp(&self.settings.other_face_min_px)
+                        != Some(std::cmp::Ordering::Less)
+                })
+        {
+            tracing::debug!(
+                others = others.len(),
+                "session: another face in view, will REFER"
+            );
+            self.other_face_seen = true;
         }
         self.expire(now_ms);
         let Some((bbox, estimate)) = face else {
             return;
         };
+        self.face_seen = true;
         if !(estimate.age.is_finite() && estimate.sigma.is_finite() && estimate.sigma >= 0.0) {
             tracing::warn!(
                 age = estimate.age,
@@ -239,27 +310,38 @@ impl Session {
     /// `timeout_ms`, otherwise `None` (keep feeding frames). Once decided, every later
     /// poll returns the same decision.
     pub fn poll(&mut self, now_ms: u64) -> Option<Decision> {
-        if let Some(decision) = self.decided {
+        if let Some((decision, _)) = self.decided {
             return Some(decision);
         }
         self.expire(now_ms);
-        let decision = if self.poisoned {
-            Decision::Refer
+        let verdict = if self.poisoned {
+            (Decision::Refer, Some(ReferReason::Unreadable))
+        } else if self.other_face_seen {
+            (Decision::Refer, Some(ReferReason::OtherFaces))
         } else if let Some(agg) = self
             .aggregate()
             .filter(|a| a.frames >= self.settings.min_frames)
         {
-            let decision = self.policy.decide(agg.age, agg.sigma);
-            tracing::info!(age = agg.age, sigma = agg.sigma, frames = agg.frames, %decision, "session: decided");
-            decision
+            // No age in the log, not even at debug: the audit log keeps bands only.
+            self.policy.decide_why(agg.age, agg.sigma)
         } else if now_ms.saturating_sub(self.started_ms) >= self.settings.timeout_ms {
-            tracing::info!(frames = self.samples.len(), "session: timed out, REFER");
-            Decision::Refer
+            tracing::debug!(frames = self.samples.len(), "session: timed out, REFER");
+            let reason = if !self.face_seen {
+                ReferReason::NoFace
+            } else {
+                ReferReason::Timeout
+            };
+            (Decision::Refer, Some(reason))
         } else {
             return None;
         };
-        self.decided = Some(decision);
-        Some(decision)
+        self.decided = Some(verdict);
+        Some(verdict.0)
+    }
+
+    /// Why the session decided REFER; `None` before a decision and for ALLOW and DENY.
+    pub fn refer_reason(&self) -> Option<ReferReason> {
+        self.decided.and_then(|(_, reason)| reason)
     }
 
     /// The current window's aggregate, `None` while it is empty.
@@ -634,10 +716,69 @@ mod tests {
                 },
                 "lost_face_ms",
             ),
+            (
+                SessionSettings {
+                    other_face_min_px: 0.0,
+                    ..base
+                },
+                "other_face_min_px",
+            ),
+            (
+                SessionSettings {
+                    other_face_min_px: f32::NAN,
+                    ..base
+                },
+                "other_face_min_px",
+            ),
         ];
         for (settings, field) in cases {
-            let err = settings.validate().unwrap_err().to_string();
-            assert!(err.contains(field), "{err}");
+            let err = settings.validate().unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+            assert_eq!(SessionSettings::key(&err), format!("session.{field}"));
         }
+    }
+
+    #[test]
+    fn another_face_in_view_refers_unless_ignored() {
+        let near = bbox(300.0);
+        let far = BBox {
+            x0: 10.0,
+            y0: 10.0,
+            x1: 40.0,
+            y1: 45.0,
+        };
+        let adult = |s: &mut Session, others: &[BBox]| {
+            for i in 0..5u64 {
+                s.observe_frame(i * 66, Some((bbox(i as f32), est(40.0, 2.0))), others);
+            }
+            s.poll(5 * 66)
+        };
+        // A child beside the adult for one frame: REFER, and why.
+        let mut s = session(0);
+        s.observe_frame(0, Some((bbox(0.0), est(40.0, 2.0))), &[near]);
+        assert_eq!(adult(&mut s, &[]), Some(Decision::Refer));
+        assert_eq!(s.refer_reason(), Some(ReferReason::OtherFaces));
+        // A passer-by far behind (30 px wide, under 48) does not count.
+        let mut s = session(0);
+        assert_eq!(adult(&mut s, &[far]), Some(Decision::Allow));
+        assert_eq!(s.refer_reason(), None);
+        // A board that ignores other faces decides on the main face alone.
+        let ignore = SessionSettings {
+            other_faces: OtherFaces::Ignore,
+            ..SessionSettings::default()
+        };
+        let mut s = Session::new(ignore, policy(), 0).unwrap();
+        assert_eq!(adult(&mut s, &[near]), Some(Decision::Allow));
+    }
+
+    #[test]
+    fn a_timeout_says_whether_any_face_was_seen() {
+        let mut s = session(0);
+        assert_eq!(s.poll(4_000), Some(Decision::Refer));
+        assert_eq!(s.refer_reason(), Some(ReferReason::NoFace));
+        let mut s = session(0);
+        s.observe(100, Some((bbox(0.0), est(30.0, 2.0))));
+        assert_eq!(s.poll(4_000), Some(Decision::Refer));
+        assert_eq!(s.refer_reason(), Some(ReferReason::Timeout));
     }
 }

@@ -11,8 +11,8 @@ use agegate::actuate::{Gate, HalLine, OutputLine};
 use agegate::capture::{CaptureError, FrameMeta, FrameSource};
 use agegate::config::{DaemonSettings, Trigger};
 use agegate::daemon::{
-    Daemon, Event, Exit, FaceEstimator, ModelFiles, ModelGuard, NoWatchdog, Parts, RecordingClock,
-    StopSignal,
+    Daemon, Event, Exit, FaceEstimator, FrameFaces, ModelFiles, ModelGuard, NoWatchdog, Parts,
+    RecordingClock, StopSignal,
 };
 use agegate::decide::{Decision, Policy};
 use agegate::detect::BBox;
@@ -88,7 +88,16 @@ impl FrameSource for ScriptedSource {
 
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
-    Face { age: f32, sigma: f32, x: f32 },
+    Face {
+        age: f32,
+        sigma: f32,
+        x: f32,
+    },
+    /// A face, and another one `other_width` pixels wide beside it.
+    Crowd {
+        age: f32,
+        other_width: f32,
+    },
     NoFace,
     Error,
     Panic,
@@ -108,8 +117,24 @@ struct ScriptedEstimator {
     calls: Rc<RefCell<usize>>,
 }
 
+fn main_face(age: f32, sigma: f32, x: f32) -> (BBox, AgeEstimate) {
+    (
+        BBox {
+            x0: x,
+            y0: 50.0,
+            x1: x + 80.0,
+            y1: 130.0,
+        },
+        AgeEstimate {
+            age,
+            sigma,
+            steps: vec![age],
+        },
+    )
+}
+
 impl FaceEstimator for ScriptedEstimator {
-    fn main_face(&self, _frame: &RgbImage) -> Result<Option<(BBox, AgeEstimate)>, ModelError> {
+    fn faces(&self, _frame: &RgbImage) -> Result<FrameFaces, ModelError> {
         *self.calls.borrow_mut() += 1;
         let mut outcomes = self.outcomes.borrow_mut();
         let outcome = if outcomes.len() > 1 {
@@ -118,20 +143,24 @@ impl FaceEstimator for ScriptedEstimator {
             outcomes.front().copied()
         };
         match outcome.unwrap_or(Outcome::NoFace) {
-            Outcome::Face { age, sigma, x } => Ok(Some((
-                BBox {
-                    x0: x,
-                    y0: 50.0,
-                    x1: x + 80.0,
-                    y1: 130.0,
-                },
-                AgeEstimate {
-                    age,
-                    sigma,
-                    steps: vec![age],
-                },
-            ))),
-            Outcome::NoFace => Ok(None),
+            Outcome::Face { age, sigma, x } => Ok(FrameFaces {
+                main: Some(main_face(age, sigma, x)),
+                others: heapless::Vec::new(),
+            }),
+            Outcome::Crowd { age, other_width } => {
+                let mut others = heapless::Vec::new();
+                let _ = others.push(BBox {
+                    x0: 300.0,
+                    y0: 60.0,
+                    x1: 300.0 + other_width,
+                    y1: 60.0 + other_width,
+                });
+                Ok(FrameFaces {
+                    main: Some(main_face(age, 2.0, 100.0)),
+                    others,
+                })
+            }
+            Outcome::NoFace => Ok(FrameFaces::default()),
             Outcome::Error => Err(ModelError::Run {
                 path: "age.onnx".into(),
                 reason: "injected".into(),
@@ -265,7 +294,7 @@ impl OutputPin for RecordingPin {
 struct AlwaysFine;
 
 impl ModelGuard for AlwaysFine {
-    fn check(&mut self) -> Result<(), String> {
+    fn check(&mut self, _now_ms: u64) -> Result<(), String> {
         Ok(())
     }
 }
@@ -280,6 +309,8 @@ struct Rig {
     on_frame: Option<Hook>,
     models: Option<Box<dyn ModelGuard>>,
     stop: StopSignal,
+    /// The event sink fails (a closed stdout) once it holds this many events.
+    output_fails_after: Option<usize>,
 }
 
 struct Run {
@@ -306,6 +337,7 @@ impl Rig {
             on_frame: None,
             models: None,
             stop: StopSignal::default(),
+            output_fails_after: None,
         }
     }
 
@@ -338,6 +370,8 @@ impl Rig {
             false,
         ));
         let gate = Gate::new(relay_line, [Some(led_line), None, None], 3000).expect("gate");
+        let clock = RecordingClock::default();
+        let output_fails_after = self.output_fails_after;
         let parts = Parts {
             source: Box::new(ScriptedSource {
                 steps: self.steps.into(),
@@ -352,7 +386,9 @@ impl Rig {
             gate,
             models: self.models.unwrap_or_else(|| Box::new(AlwaysFine)),
             watchdog: Box::new(NoWatchdog),
-            clock: Box::new(RecordingClock::default()),
+            // One simulated time for both clocks: the tests script frames, not seconds.
+            clock: Box::new(clock.clone()),
+            wall: Box::new(clock),
             stop: self.stop,
         };
         let policy = Policy::new(18.0, 25.0, 1.0).expect("policy");
@@ -360,7 +396,13 @@ impl Rig {
             parts,
             policy,
             self.settings,
-            Box::new(move |e| sink.borrow_mut().push(e)),
+            Box::new(move |e| {
+                if output_fails_after.is_some_and(|n| sink.borrow().len() >= n) {
+                    return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+                }
+                sink.borrow_mut().push(e);
+                Ok(())
+            }),
         );
         let exit = daemon.run();
         drop(daemon);
@@ -561,7 +603,7 @@ fn model_file_changed_on_disk_faults_and_exits() {
     let mut rig = Rig::new(40, vec![face(40.0)]);
     rig.settings.model_check_ms = 100;
     rig.models = Some(Box::new(
-        ModelFiles::snapshot(std::slice::from_ref(&model)).expect("snapshot"),
+        ModelFiles::snapshot(std::slice::from_ref(&model), 60_000).expect("snapshot"),
     ));
     let path = model.clone();
     rig.on_frame = Some(Box::new(move |i| {
@@ -778,4 +820,206 @@ fn serial_port_opened_by_path() {
         decisions(&read_host_end(&mut master)),
         vec![(23, Decision::Deny)]
     );
+}
+
+// ---- Hardening (issue 11): stop signals in every state, a closed output, a flapping
+// camera, the host's age floor, other faces, model errors named as such.
+
+/// The frame (0-based) at which the relay is energised in a 20-frame ALLOW run.
+fn relay_on_frame(run: &Run) -> Option<u64> {
+    run.events.iter().find_map(|e| match e {
+        Event::Pin { t_ms, change } if format!("{:?}", change.line) == "Relay" && change.active => {
+            Some(*t_ms / FRAME_MS)
+        }
+        _ => None,
+    })
+}
+
+fn shutdown_faults(host: &[Message]) -> usize {
+    faults(host)
+        .iter()
+        .filter(|c| **c == FaultCode::SHUTDOWN)
+        .count()
+}
+
+#[test]
+fn a_stop_in_every_state_closes_the_gate_and_tells_the_host() {
+    // Where each state is, on a 20-frame run of an adult: idle (no REQUEST yet), deciding
+    // (a REQUEST and fewer than min_frames faces), the relay pulsing (after the ALLOW).
+    let pulse_at = relay_on_frame(&Rig::new(20, vec![face(40.0)]).run(&[request(1)]))
+        .expect("an ALLOW pulses the relay");
+    for (state, requests, stop_at) in [
+        ("idle", vec![], 3),
+        ("deciding", vec![request(30)], 2),
+        ("pulsing", vec![request(31)], pulse_at + 2),
+    ] {
+        let mut rig = Rig::new(40, vec![face(40.0)]);
+        let stop = rig.stop.clone();
+        rig.on_frame = Some(Box::new(move |i| {
+            if i == stop_at {
+                stop.raise();
+            }
+        }));
+        let run = rig.run(&requests);
+        assert_eq!(run.exit, Exit::Stopped, "{state}");
+        assert_eq!(run.relay.last(), Some(false), "{state}: relay off at exit");
+        assert_eq!(shutdown_faults(&run.host), 1, "{state}: {:?}", run.host);
+        match state {
+            "idle" => assert!(decisions(&run.host).is_empty()),
+            "deciding" => assert_eq!(decisions(&run.host), vec![(30, Decision::Refer)]),
+            _ => {
+                assert_eq!(decisions(&run.host), vec![(31, Decision::Allow)]);
+                // The stop came while the pulse was on: it cut the pulse short.
+                let levels = run.relay.levels.borrow().clone();
+                assert_eq!(levels.iter().filter(|&&l| l).count(), 1, "{levels:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_closed_event_output_is_a_fault_that_closes_the_gate() {
+    // Mid-decision: the output dies before the verdict's record (stdout piped into
+    // `head`): the verdict is REFER, the gate stays shut.
+    let mut rig = Rig::new(40, vec![face(40.0)]);
+    rig.output_fails_after = Some(2);
+    let run = rig.run(&[request(40)]);
+    assert_fault_exit(&run, FaultCode::INTERNAL);
+    assert_failed_closed(&run, FaultCode::INTERNAL, 40);
+    // Right after the verdict's record: the ALLOW is not acted on.
+    let mut rig = Rig::new(40, vec![face(40.0)]);
+    rig.output_fails_after = Some(3);
+    let run = rig.run(&[request(42)]);
+    assert_fault_exit(&run, FaultCode::INTERNAL);
+    assert!(!run.relay.ever_high(), "{:?}", run.relay.levels.borrow());
+    // With the relay pulsing (the 8th event is the heartbeat at 2 s, the pulse lasts from
+    // 0.26 s to 3.26 s): it drops at once.
+    let mut rig = Rig::new(40, vec![face(40.0)]);
+    rig.output_fails_after = Some(7);
+    let run = rig.run(&[request(41)]);
+    assert_fault_exit(&run, FaultCode::INTERNAL);
+    assert!(run.relay.ever_high());
+    assert_eq!(run.relay.last(), Some(false));
+}
+
+#[test]
+fn a_camera_that_reopens_but_keeps_failing_backs_off_and_stays_faulted() {
+    let mut rig = Rig::new(3, vec![face(40.0)]);
+    rig.settings.max_bad_frames = 2;
+    // 60 faults' worth of bad frames; every reopen succeeds.
+    rig.steps.extend([Step::Bad; 120]);
+    let run = rig.run(&[request(50)]);
+    assert!(!run.relay.ever_high());
+    let fault_times: Vec<u64> = run
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fault { t_ms, code, .. } if *code == FaultCode::CAMERA.0 => Some(*t_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fault_times.len(), 60);
+    // The wait before each retry doubles up to the ceiling (8 s) instead of starting over.
+    let gaps: Vec<u64> = fault_times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.windows(2).all(|g| g[1] >= g[0]), "{gaps:?}");
+    assert!(gaps.last().is_some_and(|&g| g >= 8_000), "{gaps:?}");
+    // The host hears at most one camera FAULT a second, and never a recovery.
+    let sent = faults(&run.host)
+        .iter()
+        .filter(|c| **c == FaultCode::CAMERA)
+        .count();
+    assert!(
+        sent < fault_times.len(),
+        "{sent} FAULTs for {} faults",
+        fault_times.len()
+    );
+    assert!(!run
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { what: "camera", .. })));
+    assert_eq!(decisions(&run.host), vec![(50, Decision::Refer)]);
+}
+
+#[test]
+fn the_host_may_raise_the_age_but_never_lower_it() {
+    // 26 +- 2: ALLOW at the board's 18/25, not at 21/28 (REFER), refused below 18.
+    let adult = Outcome::Face {
+        age: 28.0,
+        sigma: 2.0,
+        x: 100.0,
+    };
+    let ask = |id, required_age| Message::Request { id, required_age };
+    let run = Rig::new(20, vec![adult]).run(&[ask(60, 0)]);
+    assert_eq!(decisions(&run.host), vec![(60, Decision::Allow)]);
+    let run = Rig::new(20, vec![adult]).run(&[ask(61, 21)]);
+    assert_eq!(decisions(&run.host), vec![(61, Decision::Refer)]);
+    for low in [1, 10, 17] {
+        let run = Rig::new(20, vec![adult]).run(&[ask(62, low)]);
+        assert_eq!(
+            decisions(&run.host),
+            vec![(62, Decision::Refer)],
+            "age {low}"
+        );
+        assert!(faults(&run.host).contains(&FaultCode::REQUEST), "age {low}");
+        assert!(!run.relay.ever_high(), "age {low}");
+    }
+    // An impossible age (no policy takes 200) is refused the same way.
+    let run = Rig::new(20, vec![adult]).run(&[ask(63, 200)]);
+    assert_eq!(decisions(&run.host), vec![(63, Decision::Refer)]);
+    assert!(faults(&run.host).contains(&FaultCode::REQUEST));
+    // A floor below the legal age lets the host ask for 16.
+    let mut rig = Rig::new(20, vec![adult]);
+    rig.settings.min_request_age = 16.0;
+    let run = rig.run(&[ask(64, 16)]);
+    assert_eq!(decisions(&run.host), vec![(64, Decision::Allow)]);
+}
+
+#[test]
+fn another_face_beside_the_adult_refers_with_its_reason() {
+    let run = Rig::new(
+        20,
+        vec![Outcome::Crowd {
+            age: 40.0,
+            other_width: 90.0,
+        }],
+    )
+    .run(&[request(70)]);
+    assert_eq!(decisions(&run.host), vec![(70, Decision::Refer)]);
+    assert!(!run.relay.ever_high());
+    assert!(run.events.iter().any(|e| matches!(
+        e,
+        Event::Decision {
+            reason: Some(agegate::decide::ReferReason::OtherFaces),
+            ..
+        }
+    )));
+    // A small face far behind (20 px) does not count.
+    let run = Rig::new(
+        20,
+        vec![Outcome::Crowd {
+            age: 40.0,
+            other_width: 20.0,
+        }],
+    )
+    .run(&[request(71)]);
+    assert_eq!(decisions(&run.host), vec![(71, Decision::Allow)]);
+}
+
+#[test]
+fn a_request_during_model_errors_is_answered_as_a_model_fault() {
+    let link = FakeLink::default();
+    let wire = link.clone();
+    let mut rig = Rig::new(20, vec![Outcome::Error]);
+    rig.settings.trigger = Trigger::Face;
+    rig.settings.max_model_errors = 10;
+    rig.on_frame = Some(Box::new(move |i| {
+        if i == 3 {
+            wire.send(request(80));
+        }
+    }));
+    let run = rig.run_with(link);
+    assert_eq!(decisions(&run.host), vec![(80, Decision::Refer)]);
+    let codes = faults(&run.host);
+    assert!(codes.contains(&FaultCode::MODEL), "{codes:?}");
+    assert!(!codes.contains(&FaultCode::CAMERA), "{codes:?}");
 }

@@ -7,7 +7,8 @@
 
 #![no_main]
 
-use agegate::capture::{mjpeg, yuv};
+use agegate::capture::yuv;
+use agegate::jpeg as mjpeg;
 use image::RgbImage;
 use libfuzzer_sys::fuzz_target;
 
@@ -18,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let mut scratch = Vec::new();
     let mut frame = RgbImage::new(1, 1);
     // A frame may decode to any size: cap the work a hostile header can ask for.
-    if data.len() < 1 << 16 && mjpeg::decode_into(data, &mut scratch, &mut frame).is_ok() {
+    if data.len() < 1 << 16 && mjpeg::decode_into(data, &mut scratch, &mut frame, mjpeg::DEFAULT_MAX_PIXELS).is_ok() {
         let (w, h) = frame.dimensions();
         assert_eq!(frame.as_raw().len(), (w * h * 3) as usize);
     }

@@ -17,7 +17,8 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use super::{mjpeg, yuv, CameraFormat, CaptureError, FrameMeta, FrameSource};
+use super::{yuv, CameraFormat, CaptureError, FrameMeta, FrameSource};
+use crate::jpeg;
 
 /// Buffers the driver fills while a frame is processed: few, so frames are fresh.
 const BUFFERS: u32 = 3;
@@ -43,6 +44,7 @@ pub struct V4lCamera {
     opened: Option<Opened>,
     index: u64,
     scratch: Vec<u8>,
+    max_pixels: u64,
 }
 
 fn fourcc(format: CameraFormat) -> FourCC {
@@ -59,6 +61,7 @@ impl V4lCamera {
         width: u32,
         height: u32,
         fps: u32,
+        max_pixels: u64,
     ) -> Result<Self, CaptureError> {
         let mut camera = Self {
             name: device.display().to_string(),
@@ -70,6 +73,7 @@ impl V4lCamera {
             opened: None,
             index: 0,
             scratch: Vec::new(),
+            max_pixels,
         };
         camera.reopen()?;
         Ok(camera)
@@ -100,6 +104,12 @@ impl V4lCamera {
                 granted.fourcc
             )));
         };
+        if u64::from(granted.width) * u64::from(granted.height) > self.max_pixels {
+            return Err(self.lost(format!(
+                "the driver granted {}x{}, more than [capture] max_pixels ({})",
+                granted.width, granted.height, self.max_pixels
+            )));
+        }
         if format != self.format || (granted.width, granted.height) != (self.width, self.height) {
             tracing::warn!(
                 camera = %self.name,
@@ -151,7 +161,9 @@ impl FrameSource for V4lCamera {
         self.index += 1;
         let decoded = match opened.format {
             CameraFormat::Mjpeg => {
-                mjpeg::decode_into(data, &mut self.scratch, frame).map_err(|e| e.to_string())
+                jpeg::decode_into(data, &mut self.scratch, frame, self.max_pixels)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             CameraFormat::Yuyv => yuv::yuyv_into(data, opened.width, opened.height, frame),
         };

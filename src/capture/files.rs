@@ -5,6 +5,10 @@
 //! ms. With `looped`, the recording starts over at its end and timestamps keep rising.
 //! A frame that cannot be decoded is a [`CaptureError::BadFrame`] and the next call
 //! moves on; a file that cannot be read at all is [`CaptureError::Lost`].
+//!
+//! [`FrameSource::reopen`] reads the file again but keeps the place in it: a recording
+//! plays through once (or loops) whatever faults happen on the way, so a recording of
+//! nothing but bad frames ends instead of starting over after every camera fault.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
@@ -13,7 +17,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use super::yuv::{self, Chroma};
-use super::{mjpeg, CaptureError, FrameMeta, FrameSource};
+use super::{CaptureError, FrameMeta, FrameSource};
+use crate::jpeg;
 
 /// Largest MJPEG recording read into memory.
 const MAX_MJPEG_BYTES: u64 = 512 << 20;
@@ -71,10 +76,16 @@ pub struct ImageDir {
     timeline: Timeline,
     bytes: Vec<u8>,
     scratch: Vec<u8>,
+    max_pixels: u64,
 }
 
 impl ImageDir {
-    pub fn open(path: PathBuf, fps: u32, looped: bool) -> Result<Self, CaptureError> {
+    pub fn open(
+        path: PathBuf,
+        fps: u32,
+        looped: bool,
+        max_pixels: u64,
+    ) -> Result<Self, CaptureError> {
         let mut me = Self {
             name: path.display().to_string(),
             path,
@@ -84,6 +95,7 @@ impl ImageDir {
             timeline: Timeline::new(fps),
             bytes: Vec::new(),
             scratch: Vec::new(),
+            max_pixels,
         };
         me.reopen()?;
         Ok(me)
@@ -112,9 +124,11 @@ impl FrameSource for ImageDir {
         }
         let is_jpeg = self.bytes.starts_with(&[0xFF, 0xD8]);
         let decoded = if is_jpeg {
-            mjpeg::decode_into(&self.bytes, &mut self.scratch, frame).map_err(|e| e.to_string())
+            jpeg::decode_into(&self.bytes, &mut self.scratch, frame, self.max_pixels)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         } else {
-            crate::photo::decode_rgb(&self.bytes, &file)
+            crate::photo::decode_rgb(&self.bytes, &file, self.max_pixels)
                 .map(|rgb| *frame = rgb)
                 .map_err(|e| e.to_string())
         };
@@ -144,8 +158,8 @@ impl FrameSource for ImageDir {
                 "no JPEG, PNG, BMP or PNM frames in this folder",
             ));
         }
+        // The place in the recording is kept (see the module docs).
         self.files = files;
-        self.position = 0;
         Ok(())
     }
 }
@@ -159,10 +173,16 @@ pub struct MjpegFile {
     looped: bool,
     timeline: Timeline,
     scratch: Vec<u8>,
+    max_pixels: u64,
 }
 
 impl MjpegFile {
-    pub fn open(path: PathBuf, fps: u32, looped: bool) -> Result<Self, CaptureError> {
+    pub fn open(
+        path: PathBuf,
+        fps: u32,
+        looped: bool,
+        max_pixels: u64,
+    ) -> Result<Self, CaptureError> {
         let mut me = Self {
             name: path.display().to_string(),
             path,
@@ -171,6 +191,7 @@ impl MjpegFile {
             looped,
             timeline: Timeline::new(fps),
             scratch: Vec::new(),
+            max_pixels,
         };
         me.reopen()?;
         Ok(me)
@@ -183,9 +204,9 @@ impl FrameSource for MjpegFile {
     }
 
     fn next_frame(&mut self, frame: &mut RgbImage) -> Result<Option<FrameMeta>, CaptureError> {
-        let start = match mjpeg::find_start(&self.data, self.offset) {
+        let start = match jpeg::find_start(&self.data, self.offset) {
             Some(start) => start,
-            None if self.looped => match mjpeg::find_start(&self.data, 0) {
+            None if self.looped => match jpeg::find_start(&self.data, 0) {
                 Some(start) => start,
                 None => return Err(lost(&self.path, "no JPEG frame in the file")),
             },
@@ -195,8 +216,8 @@ impl FrameSource for MjpegFile {
             }
         };
         let rest = self.data.get(start..).unwrap_or(&[]);
-        let result = mjpeg::frame_len(rest).and_then(|len| {
-            mjpeg::decode_into(rest, &mut self.scratch, frame)?;
+        let result = jpeg::frame_len(rest).and_then(|len| {
+            jpeg::decode_into(rest, &mut self.scratch, frame, self.max_pixels)?;
             Ok(len)
         });
         match result {
@@ -225,14 +246,15 @@ impl FrameSource for MjpegFile {
         file.take(MAX_MJPEG_BYTES)
             .read_to_end(&mut data)
             .map_err(|e| lost(&self.path, e))?;
-        if mjpeg::find_start(&data, 0).is_none() {
+        if jpeg::find_start(&data, 0).is_none() {
             return Err(lost(
                 &self.path,
                 "no JPEG frame (start-of-image marker) in the file",
             ));
         }
+        // The place in the recording is kept (see the module docs).
+        self.offset = self.offset.min(data.len());
         self.data = data;
-        self.offset = 0;
         Ok(())
     }
 }
@@ -254,10 +276,23 @@ impl RawReader {
     }
 
     fn rewind(&mut self, path: &Path) -> Result<(), CaptureError> {
+        self.seek_to(path, self.data_start)
+    }
+
+    fn seek_to(&mut self, path: &Path, position: u64) -> Result<(), CaptureError> {
         self.reader
-            .seek(std::io::SeekFrom::Start(self.data_start))
+            .seek(std::io::SeekFrom::Start(position))
             .map(|_| ())
             .map_err(|e| lost(path, e))
+    }
+
+    /// The same file opened again at the place `self` had reached.
+    fn reopened(&mut self, path: &Path) -> Result<Self, CaptureError> {
+        let position = self.reader.stream_position().unwrap_or(self.data_start);
+        let mut again = Self::open(path)?;
+        again.data_start = self.data_start;
+        again.seek_to(path, position.max(self.data_start))?;
+        Ok(again)
     }
 
     /// Fills `buf`; `Ok(false)` at a clean end of file, an error on a partial frame.
@@ -300,8 +335,15 @@ impl YuyvFile {
         height: u32,
         fps: u32,
         looped: bool,
+        max_pixels: u64,
     ) -> Result<Self, CaptureError> {
         let bytes = width as usize * height as usize * 2;
+        if u64::from(width) * u64::from(height) > max_pixels {
+            return Err(lost(
+                &path,
+                format!("YUYV frame size {width}x{height} is more than [capture] max_pixels ({max_pixels})"),
+            ));
+        }
         if width == 0 || height == 0 || width % 2 != 0 || bytes > MAX_RAW_FRAME_BYTES {
             return Err(lost(
                 &path,
@@ -343,7 +385,7 @@ impl FrameSource for YuyvFile {
     }
 
     fn reopen(&mut self) -> Result<(), CaptureError> {
-        self.reader = RawReader::open(&self.path)?;
+        self.reader = self.reader.reopened(&self.path)?;
         Ok(())
     }
 }
@@ -422,8 +464,22 @@ pub struct Y4mFile {
 }
 
 impl Y4mFile {
-    pub fn open(path: PathBuf, fps: u32, looped: bool) -> Result<Self, CaptureError> {
+    pub fn open(
+        path: PathBuf,
+        fps: u32,
+        looped: bool,
+        max_pixels: u64,
+    ) -> Result<Self, CaptureError> {
         let (reader, header) = Self::read_header(&path)?;
+        if u64::from(header.width) * u64::from(header.height) > max_pixels {
+            return Err(lost(
+                &path,
+                format!(
+                    "y4m frame size {}x{} is more than [capture] max_pixels ({max_pixels})",
+                    header.width, header.height
+                ),
+            ));
+        }
         // The file's own frame rate wins over the board's default.
         let fps = header.fps.map_or(fps, |f| f.round().max(1.0) as u32);
         Ok(Self {
@@ -523,11 +579,11 @@ impl FrameSource for Y4mFile {
     }
 
     fn reopen(&mut self) -> Result<(), CaptureError> {
-        let (reader, header) = Self::read_header(&self.path)?;
+        let (_, header) = Self::read_header(&self.path)?;
         if header != self.header {
             return Err(lost(&self.path, "the file's y4m header changed"));
         }
-        self.reader = reader;
+        self.reader = self.reader.reopened(&self.path)?;
         Ok(())
     }
 }
@@ -536,6 +592,8 @@ impl FrameSource for Y4mFile {
 mod tests {
     use super::*;
     use crate::capture::yuv::tests::to_ycbcr;
+
+    const MAX: u64 = crate::jpeg::DEFAULT_MAX_PIXELS;
 
     fn drain(source: &mut dyn FrameSource, frame: &mut RgbImage) -> (usize, usize, Vec<u64>) {
         let (mut good, mut bad, mut times) = (0, 0, Vec::new());
@@ -572,13 +630,13 @@ mod tests {
         data.extend(jpeg([10, 10, 200], 32, 16));
         std::fs::write(&path, &data).expect("write");
         let mut frame = RgbImage::new(1, 1);
-        let mut src = MjpegFile::open(path.clone(), 10, false).expect("open");
+        let mut src = MjpegFile::open(path.clone(), 10, false, MAX).expect("open");
         let (good, bad, times) = drain(&mut src, &mut frame);
         assert_eq!((good, bad), (2, 1));
         assert_eq!(times, vec![0, 200]);
         assert!(frame.get_pixel(5, 5)[2] > 150, "last frame is the blue one");
 
-        let mut looped = MjpegFile::open(path, 10, true).expect("open");
+        let mut looped = MjpegFile::open(path, 10, true, MAX).expect("open");
         let mut seen = 0;
         for _ in 0..9 {
             if let Ok(Some(_)) = looped.next_frame(&mut frame) {
@@ -589,14 +647,75 @@ mod tests {
     }
 
     #[test]
+    fn reopening_a_recording_keeps_its_place() {
+        // The daemon reopens a source after a fault; a recording that started over each
+        // time would never end.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut frame = RgbImage::new(1, 1);
+        let clip = dir.path().join("clip.mjpeg");
+        let colours = [[200, 10, 10], [10, 200, 10], [10, 10, 200]];
+        std::fs::write(&clip, colours.map(|c| jpeg(c, 16, 16)).concat()).expect("write");
+        let mut src = MjpegFile::open(clip, 15, false, MAX).expect("open");
+        assert!(src.next_frame(&mut frame).expect("1st").is_some());
+        src.reopen().expect("reopen");
+        assert!(src.next_frame(&mut frame).expect("2nd").is_some());
+        assert!(
+            frame.get_pixel(4, 4)[1] > 150,
+            "the second frame, not the first"
+        );
+        src.reopen().expect("reopen");
+        assert!(src.next_frame(&mut frame).expect("3rd").is_some());
+        src.reopen().expect("reopen");
+        assert_eq!(src.next_frame(&mut frame), Ok(None));
+
+        let raw = dir.path().join("clip.yuyv");
+        std::fs::write(&raw, [[16u8, 128, 16, 128]; 4].concat()).expect("write");
+        let mut src = YuyvFile::open(raw, 2, 2, 15, false, MAX).expect("open");
+        assert!(src.next_frame(&mut frame).expect("1st").is_some());
+        src.reopen().expect("reopen");
+        assert!(src.next_frame(&mut frame).expect("2nd").is_some());
+        src.reopen().expect("reopen");
+        assert_eq!(src.next_frame(&mut frame), Ok(None));
+
+        let frames = dir.path().join("frames");
+        std::fs::create_dir(&frames).expect("mkdir");
+        for (i, c) in colours.iter().enumerate() {
+            std::fs::write(frames.join(format!("{i}.jpg")), jpeg(*c, 8, 8)).expect("write");
+        }
+        let mut src = ImageDir::open(frames, 15, false, MAX).expect("open");
+        for _ in 0..3 {
+            assert!(src.next_frame(&mut frame).expect("frame").is_some());
+            src.reopen().expect("reopen");
+        }
+        assert_eq!(src.next_frame(&mut frame), Ok(None));
+    }
+
+    #[test]
+    fn frames_beyond_max_pixels_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clip = dir.path().join("clip.mjpeg");
+        std::fs::write(&clip, jpeg([1, 2, 3], 64, 48)).expect("write");
+        let mut frame = RgbImage::new(1, 1);
+        let mut src = MjpegFile::open(clip, 15, false, 32 * 32).expect("open");
+        let e = src.next_frame(&mut frame);
+        assert!(
+            matches!(&e, Err(CaptureError::BadFrame { message, .. }) if message.contains("max_pixels")),
+            "{e:?}"
+        );
+        assert!(frame.len() <= 3 * 32 * 32);
+        let e = YuyvFile::open(dir.path().join("x.yuyv"), 64, 48, 15, false, 32 * 32).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("max_pixels")));
+    }
+
+    #[test]
     fn missing_or_empty_recordings_are_lost_sources() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = MjpegFile::open(dir.path().join("none.mjpeg"), 15, false).err();
+        let e = MjpegFile::open(dir.path().join("none.mjpeg"), 15, false, MAX).err();
         assert!(matches!(e, Some(CaptureError::Lost { .. })), "{e:?}");
         std::fs::write(dir.path().join("x.mjpeg"), b"not a jpeg").expect("write");
-        let e = MjpegFile::open(dir.path().join("x.mjpeg"), 15, false).err();
+        let e = MjpegFile::open(dir.path().join("x.mjpeg"), 15, false, MAX).err();
         assert!(e.is_some_and(|e| e.to_string().contains("no JPEG frame")));
-        let e = ImageDir::open(dir.path().to_path_buf(), 15, false).err();
+        let e = ImageDir::open(dir.path().to_path_buf(), 15, false, MAX).err();
         assert!(e.is_some_and(|e| e.to_string().contains("no JPEG, PNG")));
     }
 
@@ -610,7 +729,7 @@ mod tests {
         std::fs::write(dir.path().join("c.jpg"), b"corrupt").expect("write");
         std::fs::write(dir.path().join("notes.txt"), b"ignored").expect("write");
         let mut frame = RgbImage::new(1, 1);
-        let mut src = ImageDir::open(dir.path().to_path_buf(), 15, false).expect("open");
+        let mut src = ImageDir::open(dir.path().to_path_buf(), 15, false, MAX).expect("open");
         assert!(src.next_frame(&mut frame).expect("a").is_some());
         assert_eq!(frame.get_pixel(0, 0).0, [200, 10, 10]);
         assert!(src.next_frame(&mut frame).expect("b").is_some());
@@ -636,7 +755,7 @@ mod tests {
         )
         .expect("write");
         let mut frame = RgbImage::new(1, 1);
-        let mut src = YuyvFile::open(path, 4, 2, 15, false).expect("open");
+        let mut src = YuyvFile::open(path, 4, 2, 15, false, MAX).expect("open");
         let (good, bad, _) = drain(&mut src, &mut frame);
         assert_eq!((good, bad), (2, 1));
         let px = frame.get_pixel(3, 1);
@@ -652,16 +771,16 @@ mod tests {
         }
         let path = dir.path().join("clip.y4m");
         std::fs::write(&path, &y4m).expect("write");
-        let mut src = Y4mFile::open(path.clone(), 15, false).expect("open");
+        let mut src = Y4mFile::open(path.clone(), 15, false, MAX).expect("open");
         let (good, bad, times) = drain(&mut src, &mut frame);
         assert_eq!((good, bad), (3, 0));
         assert_eq!(times, vec![0, 40, 80], "the file's F25:1 wins");
         assert!((i32::from(frame.get_pixel(0, 0)[0]) - 20).abs() <= 3);
 
         std::fs::write(&path, b"YUV4MPEG2 W0 H2\n").expect("write");
-        assert!(Y4mFile::open(path.clone(), 15, false).is_err());
+        assert!(Y4mFile::open(path.clone(), 15, false, MAX).is_err());
         std::fs::write(&path, b"YUV4MPEG2 W4 H2 C411\n").expect("write");
-        let e = Y4mFile::open(path, 15, false).err();
+        let e = Y4mFile::open(path, 15, false, MAX).err();
         assert!(e.is_some_and(|e| e.to_string().contains("C411")));
     }
 }

@@ -12,7 +12,6 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod files;
-pub mod mjpeg;
 pub mod yuv;
 
 use std::path::PathBuf;
@@ -72,7 +71,16 @@ pub enum CameraFormat {
 
 /// A validated `[capture]` section (see `config`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum CaptureSettings {
+pub struct CaptureSettings {
+    pub source: SourceSettings,
+    /// Largest frame decoded, in pixels (`[capture] max_pixels`): a corrupt or hostile
+    /// frame header cannot make the daemon allocate more.
+    pub max_pixels: u64,
+}
+
+/// Where frames come from (`[capture] source` and its keys).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSettings {
     Camera {
         device: PathBuf,
         format: CameraFormat,
@@ -106,37 +114,42 @@ pub enum CaptureSettings {
 
 /// Opens the source a board asks for.
 pub fn open(settings: &CaptureSettings) -> Result<Box<dyn FrameSource>, CaptureError> {
-    Ok(match settings.clone() {
+    let max_pixels = settings.max_pixels;
+    Ok(match settings.source.clone() {
         #[cfg(feature = "camera")]
-        CaptureSettings::Camera {
+        SourceSettings::Camera {
             device,
             format,
             width,
             height,
             fps,
-        } => Box::new(camera::V4lCamera::open(device, format, width, height, fps)?),
+        } => Box::new(camera::V4lCamera::open(
+            device, format, width, height, fps, max_pixels,
+        )?),
         #[cfg(not(feature = "camera"))]
-        CaptureSettings::Camera { device, .. } => {
+        SourceSettings::Camera { device, .. } => {
             return Err(CaptureError::Lost {
                 source_name: device.display().to_string(),
                 message: "this build has no camera support (cargo feature `camera`)".into(),
             })
         }
-        CaptureSettings::ImageDir { path, fps, looped } => {
-            Box::new(files::ImageDir::open(path, fps, looped)?)
+        SourceSettings::ImageDir { path, fps, looped } => {
+            Box::new(files::ImageDir::open(path, fps, looped, max_pixels)?)
         }
-        CaptureSettings::MjpegFile { path, fps, looped } => {
-            Box::new(files::MjpegFile::open(path, fps, looped)?)
+        SourceSettings::MjpegFile { path, fps, looped } => {
+            Box::new(files::MjpegFile::open(path, fps, looped, max_pixels)?)
         }
-        CaptureSettings::YuyvFile {
+        SourceSettings::YuyvFile {
             path,
             width,
             height,
             fps,
             looped,
-        } => Box::new(files::YuyvFile::open(path, width, height, fps, looped)?),
-        CaptureSettings::Y4mFile { path, fps, looped } => {
-            Box::new(files::Y4mFile::open(path, fps, looped)?)
+        } => Box::new(files::YuyvFile::open(
+            path, width, height, fps, looped, max_pixels,
+        )?),
+        SourceSettings::Y4mFile { path, fps, looped } => {
+            Box::new(files::Y4mFile::open(path, fps, looped, max_pixels)?)
         }
     })
 }

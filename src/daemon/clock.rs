@@ -2,6 +2,7 @@
 //! all take "now" from here, so tests and recordings run on simulated time.
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::capture::FrameMeta;
@@ -15,7 +16,8 @@ pub trait Clock {
     fn observe_frame(&self, _meta: &FrameMeta) {}
 }
 
-/// Wall time for live cameras: `Instant` (monotonic).
+/// Wall time: `Instant` (monotonic). Clones share the origin.
+#[derive(Debug, Clone, Copy)]
 pub struct MonotonicClock {
     origin: Instant,
 }
@@ -38,10 +40,11 @@ impl Clock for MonotonicClock {
 }
 
 /// Simulated time for recordings and tests: it is what the last frame's timestamp
-/// says (never going back), plus any time slept since.
-#[derive(Debug, Default)]
+/// says (never going back), plus any time slept since. Clones share the time (a test
+/// gives the daemon one as its frame clock and one as its wall clock).
+#[derive(Debug, Default, Clone)]
 pub struct RecordingClock {
-    now: Cell<u64>,
+    now: Rc<Cell<u64>>,
 }
 
 impl Clock for RecordingClock {

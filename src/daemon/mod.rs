@@ -18,8 +18,19 @@
 //!   until the line is back; then it gets FAULT serial), reopen with backoff;
 //! - a panic in a pipeline stage: caught, fault, exit;
 //! - a GPIO write error: relay driven off, fault, exit;
-//! - SIGTERM/SIGINT: FAULT shutdown, pending REQUEST answered REFER, gate closed, clean
-//!   exit; a second signal skips the messages.
+//! - a stop signal (SIGTERM, SIGINT, SIGHUP and every other catchable one that would end
+//!   the process, [`supervise::STOP_SIGNALS`]): FAULT shutdown, pending REQUEST answered
+//!   REFER, gate closed, clean exit; a second signal skips the messages;
+//! - the event output (stdout) closed: a fault like the others, exit for a restart.
+//!
+//! A camera that keeps failing is retried with a backoff that keeps doubling until frames
+//! flow again for a while, and the host hears at most one FAULT per code per second.
+//!
+//! **Two clocks.** Decision windows and the relay pulse run on the frame clock (a
+//! recording's own timestamps, so a replay is deterministic); the serial line's timers
+//! (line idle, reopen backoff) and heartbeats run on the wall clock whatever the frame
+//! source, so a host talking to a board that replays a recording is timed as a host
+//! talking to a camera board.
 //!
 //! **Privacy.** Frames live in one reused buffer and never reach the disk; the audit log
 //! records decisions, age band, sigma and timings, never images, crops or embeddings.
@@ -37,7 +48,7 @@ use image::RgbImage;
 use crate::actuate::{Gate, Indication, PinChange};
 use crate::capture::{CaptureError, FrameSource};
 use crate::config::{DaemonSettings, Trigger};
-use crate::decide::{Decision, Policy};
+use crate::decide::{Decision, Policy, ReferReason};
 use crate::detect::{main_face, BBox};
 use crate::engine::ModelError;
 use crate::estimate::AgeEstimate;
@@ -47,21 +58,44 @@ use crate::serial::{AgeBand, Decoder, DeviceState, FaultCode, Message};
 use crate::session::{Aggregate, Session};
 
 pub use clock::{Clock, MonotonicClock, RecordingClock};
-pub use supervise::{ModelFiles, ModelGuard, NoWatchdog, StopSignal, SystemdWatchdog, Watchdog};
+pub use supervise::{
+    ModelFiles, ModelGuard, NoWatchdog, StopSignal, SystemdWatchdog, Watchdog, STOP_SIGNALS,
+};
 
-/// The main face of a frame and its estimate, or none.
+/// Most other faces a frame reports (the rest are not needed to know there are others).
+pub const MAX_OTHER_FACES: usize = 8;
+
+/// What one frame holds: the main face and its estimate (if any), and the boxes of the
+/// other faces (not estimated).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FrameFaces {
+    pub main: Option<(BBox, AgeEstimate)>,
+    pub others: heapless::Vec<BBox, MAX_OTHER_FACES>,
+}
+
+/// The faces of a frame, the main one estimated.
 pub trait FaceEstimator {
-    fn main_face(&self, frame: &RgbImage) -> Result<Option<(BBox, AgeEstimate)>, ModelError>;
+    fn faces(&self, frame: &RgbImage) -> Result<FrameFaces, ModelError>;
 }
 
 impl FaceEstimator for Pipeline {
-    fn main_face(&self, frame: &RgbImage) -> Result<Option<(BBox, AgeEstimate)>, ModelError> {
+    fn faces(&self, frame: &RgbImage) -> Result<FrameFaces, ModelError> {
         let faces = self.detector.detect(frame)?;
         let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
-            return Ok(None);
+            return Ok(FrameFaces::default());
         };
         let face = &faces[i];
-        Ok(Some((face.bbox, self.estimate_face(frame, face)?)))
+        let others = faces
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, f)| f.bbox)
+            .take(MAX_OTHER_FACES)
+            .collect();
+        Ok(FrameFaces {
+            main: Some((face.bbox, self.estimate_face(frame, face)?)),
+            others,
+        })
     }
 }
 
@@ -79,6 +113,9 @@ pub enum Event {
         frames: usize,
         /// From the start of the window (REQUEST or first face) to the decision.
         decide_ms: u64,
+        /// Why a REFER is a REFER (absent for ALLOW and DENY).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<ReferReason>,
     },
     SerialTx {
         t_ms: u64,
@@ -127,9 +164,16 @@ pub struct Parts {
     pub gate: Gate,
     pub models: Box<dyn ModelGuard>,
     pub watchdog: Box<dyn Watchdog>,
+    /// The frame clock: decision windows, relay pulses (a recording's timestamps).
     pub clock: Box<dyn Clock>,
+    /// The wall clock: the serial line's timers and heartbeats.
+    pub wall: Box<dyn Clock>,
     pub stop: StopSignal,
 }
+
+/// Where event lines go (`agegate run` prints them as JSON). An error (stdout closed) is a
+/// fault: the daemon closes the gate, tells the host and exits.
+pub type EventSink = Box<dyn FnMut(Event) -> std::io::Result<()>>;
 
 /// Retry timing for a lost camera or serial line: doubling up to a ceiling.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +194,14 @@ impl Backoff {
         self.next_try_ms = now_ms.saturating_add(self.delay_ms);
     }
 }
+
+/// Good frames in a row after which a camera counts as healthy again: its next fault
+/// starts the backoff from the first delay instead of doubling on.
+const HEALTHY_FRAMES: u32 = 30;
+
+/// At most one FAULT message per fault code in this time (frame clock): a flapping camera
+/// must not flood the host line.
+const FAULT_REPORT_MS: u64 = 1_000;
 
 /// One decision window in progress.
 struct Pending {
@@ -172,7 +224,9 @@ pub struct Daemon {
     parts: Parts,
     policy: Policy,
     settings: DaemonSettings,
-    events: Box<dyn FnMut(Event)>,
+    events: EventSink,
+    /// The event output failed; the next step faults and exits.
+    output_error: Option<String>,
     frame: RgbImage,
     decoder: Decoder,
     rx: [u8; 64],
@@ -186,6 +240,16 @@ pub struct Daemon {
     last_decided: Option<u16>,
     next_face_id: u16,
     camera_fault: Option<Backoff>,
+    /// The delay the next camera fault starts its backoff with: doubled by each fault
+    /// that comes before the camera was healthy again.
+    camera_delay_ms: u64,
+    /// Reopened after a fault, no good frame yet: the fault still holds the gate.
+    camera_reopened: bool,
+    good_frames_in_row: u32,
+    /// When each fault code was last sent to the host (frame clock), and how many were
+    /// held back since.
+    fault_sent: heapless::LinearMap<u8, u64, 16>,
+    faults_held_back: u32,
     link_fault: Option<Backoff>,
     bad_frames_in_row: u32,
     model_errors_in_row: u32,
@@ -246,31 +310,33 @@ pub fn confidence(decision: Decision, agg: &Aggregate, policy: &Policy) -> u8 {
 }
 
 impl Daemon {
-    pub fn new(
-        parts: Parts,
-        policy: Policy,
-        settings: DaemonSettings,
-        events: Box<dyn FnMut(Event)>,
-    ) -> Self {
+    pub fn new(parts: Parts, policy: Policy, settings: DaemonSettings, events: EventSink) -> Self {
         let now = parts.clock.now_ms();
+        let wall_now = parts.wall.now_ms();
         Self {
             parts,
             policy,
             events,
+            output_error: None,
             frame: RgbImage::new(1, 1),
             decoder: Decoder::new(),
             rx: [0; 64],
             inbox: Vec::with_capacity(16),
-            last_rx_ms: now,
+            last_rx_ms: wall_now,
             pending: None,
             decided_face: None,
             last_decided: None,
             next_face_id: 1,
             camera_fault: None,
+            camera_delay_ms: settings.reopen_backoff_ms,
+            camera_reopened: false,
+            good_frames_in_row: 0,
+            fault_sent: heapless::LinearMap::new(),
+            faults_held_back: 0,
             link_fault: None,
             bad_frames_in_row: 0,
             model_errors_in_row: 0,
-            next_heartbeat_ms: now,
+            next_heartbeat_ms: wall_now,
             next_model_check_ms: now.saturating_add(settings.model_check_ms),
             started_ms: now,
             ready: false,
@@ -305,14 +371,19 @@ impl Daemon {
 
     /// One turn of the loop; `Some` when the daemon must stop.
     pub fn step(&mut self) -> Option<Exit> {
+        let now = self.parts.clock.now_ms();
+        // A closed output first: the signal a closed pipe raises (SIGPIPE) must not turn
+        // the fault into a clean stop.
+        if let Some(exit) = self.check_output(now) {
+            return Some(exit);
+        }
         match self.parts.stop.count() {
             0 => {}
             1 => return Some(Exit::Stopped),
             _ => return Some(Exit::Aborted),
         }
-        let now = self.parts.clock.now_ms();
         self.parts.watchdog.alive(now);
-        self.service_link(now);
+        self.service_link();
         if let Some(exit) = self.check_models(now) {
             return Some(exit);
         }
@@ -329,6 +400,16 @@ impl Daemon {
         exit
     }
 
+    fn check_output(&mut self, now: u64) -> Option<Exit> {
+        let error = self.output_error.clone()?;
+        let message = format!("event output closed: {error}");
+        self.fault(now, FaultCode::INTERNAL, &message);
+        Some(Exit::Fault {
+            code: FaultCode::INTERNAL,
+            message,
+        })
+    }
+
     /// Reads one frame into the buffer; `false` when there is none to process (fault,
     /// bad frame, end of recording: then `recording_ended` is set).
     fn next_frame(&mut self, now: u64) -> bool {
@@ -341,14 +422,16 @@ impl Daemon {
             }
             match self.parts.source.reopen() {
                 Ok(()) => {
-                    tracing::info!(source = self.parts.source.name(), "camera back");
+                    // The fault holds until a good frame comes: a source that reopens
+                    // fine and fails again never shows the gate ready.
+                    tracing::info!(source = self.parts.source.name(), "camera reopened");
+                    self.camera_delay_ms = backoff
+                        .delay_ms
+                        .saturating_mul(2)
+                        .min(self.settings.max_backoff_ms);
                     self.camera_fault = None;
+                    self.camera_reopened = true;
                     self.bad_frames_in_row = 0;
-                    self.emit(Event::Recovered {
-                        t_ms: now,
-                        what: "camera",
-                    });
-                    self.show(Indication::Idle, now);
                 }
                 Err(e) => {
                     tracing::warn!("camera still lost: {e}");
@@ -371,6 +454,19 @@ impl Daemon {
                 self.parts.clock.observe_frame(&meta);
                 self.stats.frames += 1;
                 self.bad_frames_in_row = 0;
+                self.good_frames_in_row = self.good_frames_in_row.saturating_add(1);
+                if self.good_frames_in_row >= HEALTHY_FRAMES {
+                    self.camera_delay_ms = self.settings.reopen_backoff_ms;
+                }
+                if std::mem::take(&mut self.camera_reopened) {
+                    tracing::info!(source = self.parts.source.name(), "camera back");
+                    let now = self.parts.clock.now_ms();
+                    self.emit(Event::Recovered {
+                        t_ms: now,
+                        what: "camera",
+                    });
+                    self.show(Indication::Idle, now);
+                }
                 if !self.ready {
                     self.ready = true;
                     self.parts.watchdog.ready();
@@ -388,6 +484,7 @@ impl Daemon {
             Err(e @ CaptureError::BadFrame { .. }) => {
                 self.stats.bad_frames += 1;
                 self.bad_frames_in_row += 1;
+                self.good_frames_in_row = 0;
                 tracing::warn!("{e}");
                 if self.bad_frames_in_row >= self.settings.max_bad_frames {
                     let detail = format!("{} bad frames in a row", self.bad_frames_in_row);
@@ -404,7 +501,16 @@ impl Daemon {
 
     fn camera_lost(&mut self, now: u64, detail: &str) {
         tracing::error!("camera fault: {detail}");
-        self.camera_fault = Some(Backoff::new(now, self.settings.reopen_backoff_ms));
+        // A fault before the camera was healthy again continues the backoff where the
+        // last one stopped.
+        let delay = if self.good_frames_in_row >= HEALTHY_FRAMES {
+            self.settings.reopen_backoff_ms
+        } else {
+            self.camera_delay_ms
+        };
+        self.camera_fault = Some(Backoff::new(now, delay));
+        self.camera_reopened = false;
+        self.good_frames_in_row = 0;
         self.fault(now, FaultCode::CAMERA, detail);
     }
 
@@ -414,7 +520,7 @@ impl Daemon {
             self.stats.inferences += 1;
             let estimator = &self.parts.estimator;
             let frame = &self.frame;
-            match catch_unwind(AssertUnwindSafe(|| estimator.main_face(frame))) {
+            match catch_unwind(AssertUnwindSafe(|| estimator.faces(frame))) {
                 Err(panic) => {
                     let what = panic
                         .downcast_ref::<&str>()
@@ -440,7 +546,7 @@ impl Daemon {
                     }
                     return None;
                 }
-                Ok(Ok(face)) => {
+                Ok(Ok(faces)) => {
                     if self.model_errors_in_row > 0 {
                         self.model_errors_in_row = 0;
                         self.emit(Event::Recovered {
@@ -449,7 +555,7 @@ impl Daemon {
                         });
                         self.show(Indication::Idle, now);
                     }
-                    self.observe(now, face);
+                    self.observe(now, faces);
                 }
             }
         }
@@ -457,9 +563,10 @@ impl Daemon {
         None
     }
 
-    fn observe(&mut self, now: u64, face: Option<(BBox, AgeEstimate)>) {
+    fn observe(&mut self, now: u64, faces: FrameFaces) {
         let iou_threshold = self.settings.session.iou_threshold;
         let lost_ms = self.settings.session.lost_face_ms;
+        let FrameFaces { main: face, others } = faces;
         if let Some((bbox, _)) = &face {
             // The decided person is still there as long as their box keeps overlapping.
             let same = self.decided_face.is_some_and(|(b, seen)| {
@@ -475,7 +582,7 @@ impl Daemon {
             }
         }
         if let Some(p) = self.pending.as_mut() {
-            p.session.observe(now, face);
+            p.session.observe_frame(now, face, &others);
         }
     }
 
@@ -493,7 +600,7 @@ impl Daemon {
             // request cannot be decided.
             Err(e) => {
                 tracing::error!("session settings: {e}");
-                self.answer_refer(now, id);
+                self.answer_refer(now, id, ReferReason::Fault);
             }
         }
     }
@@ -506,6 +613,7 @@ impl Daemon {
             return;
         };
         let aggregate = p.session.aggregate();
+        let reason = p.session.refer_reason();
         let (id, started) = (p.id, p.started_ms);
         let policy = *p.session.policy();
         let decided_box = p.session.followed_box();
@@ -528,10 +636,13 @@ impl Daemon {
             None => (AgeBand::Under13, "none", f32::NAN, 0, 0),
         };
         self.stats.decisions += 1;
+        // The audit log: band, confidence and sigma, never the estimated age.
         tracing::info!(
             id,
             %decision,
+            reason = reason.map_or("", ReferReason::name),
             age_band,
+            confidence,
             sigma,
             frames,
             decide_ms = now.saturating_sub(started),
@@ -545,7 +656,14 @@ impl Daemon {
             sigma,
             frames,
             decide_ms: now.saturating_sub(started),
+            reason,
         });
+        if self.output_error.is_some() {
+            // The decision could not be recorded: no verdict without its audit record.
+            // The next step faults on the closed output.
+            self.answer_refer(now, id, ReferReason::Fault);
+            return;
+        }
         self.send(
             now,
             Message::Decision {
@@ -562,7 +680,8 @@ impl Daemon {
     }
 
     /// Answers REQUEST `id` with REFER (fault, shutdown, replaced request).
-    fn answer_refer(&mut self, now: u64, id: u16) {
+    fn answer_refer(&mut self, now: u64, id: u16, reason: ReferReason) {
+        tracing::info!(id, %reason, "request answered REFER");
         self.send(
             now,
             Message::Decision {
@@ -574,8 +693,8 @@ impl Daemon {
         );
     }
 
-    /// Every fault: relay off and fault LEDs, FAULT to the host, the pending REQUEST
-    /// answered REFER.
+    /// Every fault: relay off and fault LEDs, FAULT to the host (at most one per code per
+    /// [`FAULT_REPORT_MS`]), the pending REQUEST answered REFER.
     fn fault(&mut self, now: u64, code: FaultCode, detail: &str) {
         self.stats.faults += 1;
         self.show(Indication::Fault, now);
@@ -585,14 +704,43 @@ impl Daemon {
             code: code.0,
             detail: detail.to_string(),
         });
-        self.send(now, Message::fault(code, detail));
+        self.report_fault(now, code, detail);
         if let Some(p) = self.pending.take() {
-            self.answer_refer(now, p.id);
+            self.answer_refer(now, p.id, ReferReason::Fault);
         }
         self.decided_face = None;
     }
 
+    /// Sends FAULT `code` unless the same code went out less than [`FAULT_REPORT_MS`] ago.
+    fn report_fault(&mut self, now: u64, code: FaultCode, detail: &str) {
+        let recent = self
+            .fault_sent
+            .get(&code.0)
+            .is_some_and(|&sent| now.saturating_sub(sent) < FAULT_REPORT_MS);
+        if recent {
+            self.faults_held_back = self.faults_held_back.saturating_add(1);
+            return;
+        }
+        if self.faults_held_back > 0 {
+            tracing::warn!(
+                held_back = self.faults_held_back,
+                "repeated faults not sent to the host"
+            );
+            self.faults_held_back = 0;
+        }
+        // A full map (more codes than exist) only means this code is not limited.
+        let _ = self.fault_sent.insert(code.0, now);
+        self.send(now, Message::fault(code, detail));
+    }
+
     fn show(&mut self, indication: Indication, now: u64) {
+        // Once the event output has failed the daemon is faulting: nothing may open.
+        let indication = match indication {
+            Indication::Decision(Decision::Allow) if self.output_error.is_some() => {
+                Indication::Fault
+            }
+            other => other,
+        };
         if let Err(e) = self.parts.gate.show(indication, now) {
             // The gate already drove the relay off; the next poll_gate turns this into
             // an exit.
@@ -629,7 +777,7 @@ impl Daemon {
             return None;
         }
         self.next_model_check_ms = now.saturating_add(self.settings.model_check_ms);
-        let message = self.parts.models.check().err()?;
+        let message = self.parts.models.check(now).err()?;
         self.fault(now, FaultCode::MODEL, &message);
         Some(Exit::Fault {
             code: FaultCode::MODEL,
@@ -637,12 +785,17 @@ impl Daemon {
         })
     }
 
+    /// HEARTBEAT every `heartbeat_ms` of wall time; `now` (frame clock) dates the event.
     fn heartbeat(&mut self, now: u64) {
-        if now < self.next_heartbeat_ms {
+        let wall = self.parts.wall.now_ms();
+        if wall < self.next_heartbeat_ms {
             return;
         }
-        self.next_heartbeat_ms = now.saturating_add(self.settings.heartbeat_ms);
-        let state = if self.camera_fault.is_some() || self.model_errors_in_row > 0 {
+        self.next_heartbeat_ms = wall.saturating_add(self.settings.heartbeat_ms);
+        let state = if self.camera_fault.is_some()
+            || self.camera_reopened
+            || self.model_errors_in_row > 0
+        {
             DeviceState::Faulted
         } else if !self.ready {
             DeviceState::Starting
@@ -683,7 +836,8 @@ impl Daemon {
 
     fn link_lost(&mut self, now: u64, e: LinkError) {
         tracing::error!("{e}");
-        self.link_fault = Some(Backoff::new(now, self.settings.reopen_backoff_ms));
+        let wall = self.parts.wall.now_ms();
+        self.link_fault = Some(Backoff::new(wall, self.settings.reopen_backoff_ms));
         self.stats.faults += 1;
         self.show(Indication::Fault, now);
         self.emit(Event::Fault {
@@ -699,12 +853,16 @@ impl Daemon {
         self.decoder.reset();
     }
 
-    fn service_link(&mut self, now: u64) {
+    /// Reads the host line and handles its messages; the line's own timers (idle,
+    /// reopen backoff) run on the wall clock, events are dated on the frame clock.
+    fn service_link(&mut self) {
+        let now = self.parts.clock.now_ms();
+        let wall = self.parts.wall.now_ms();
         let Some(link) = self.parts.link.as_mut() else {
             return;
         };
         if let Some(backoff) = self.link_fault {
-            if now < backoff.next_try_ms {
+            if wall < backoff.next_try_ms {
                 return;
             }
             match link.reopen() {
@@ -716,14 +874,14 @@ impl Daemon {
                         what: "serial",
                     });
                     self.send(now, Message::fault(FaultCode::SERIAL, "line restored"));
-                    if self.camera_fault.is_none() {
+                    if self.camera_fault.is_none() && !self.camera_reopened {
                         self.show(Indication::Idle, now);
                     }
                 }
                 Err(e) => {
                     tracing::debug!("serial still lost: {e}");
                     if let Some(b) = self.link_fault.as_mut() {
-                        b.failed(now, self.settings.max_backoff_ms);
+                        b.failed(wall, self.settings.max_backoff_ms);
                     }
                 }
             }
@@ -748,8 +906,8 @@ impl Daemon {
             }
         }
         if got_bytes {
-            self.last_rx_ms = now;
-        } else if self.decoder.pending() > 0 && now.saturating_sub(self.last_rx_ms) > 100 {
+            self.last_rx_ms = wall;
+        } else if self.decoder.pending() > 0 && wall.saturating_sub(self.last_rx_ms) > 100 {
             // A frame takes 3 ms at 115200 baud: 100 ms of silence ends any partial one.
             self.decoder.line_idle(|m| inbox.push(m));
         }
@@ -768,11 +926,29 @@ impl Daemon {
             Message::Request { id, required_age } => {
                 if let Some(old) = self.pending.take() {
                     tracing::info!(old = old.id, new = id, "request replaced");
-                    self.answer_refer(now, old.id);
+                    self.answer_refer(now, old.id, ReferReason::Replaced);
                 }
-                if self.camera_fault.is_some() || self.model_errors_in_row > 0 {
+                if self.camera_fault.is_some() || self.camera_reopened {
                     self.send(now, Message::fault(FaultCode::CAMERA, "not ready"));
-                    self.answer_refer(now, id);
+                    self.answer_refer(now, id, ReferReason::Fault);
+                    return;
+                }
+                if self.model_errors_in_row > 0 {
+                    self.send(now, Message::fault(FaultCode::MODEL, "not ready"));
+                    self.answer_refer(now, id, ReferReason::Fault);
+                    return;
+                }
+                let floor = self.settings.min_request_age;
+                if required_age != 0 && f32::from(required_age) < floor {
+                    // The host may raise the board's age, never lower it.
+                    tracing::warn!(
+                        required_age,
+                        floor,
+                        "request below the board's floor refused"
+                    );
+                    let detail = format!("age {required_age}<{floor}");
+                    self.send(now, Message::fault(FaultCode::REQUEST, &detail));
+                    self.answer_refer(now, id, ReferReason::Refused);
                     return;
                 }
                 match self.policy_for(required_age) {
@@ -782,7 +958,8 @@ impl Daemon {
                     }
                     None => {
                         tracing::warn!(required_age, "request with an impossible age");
-                        self.answer_refer(now, id);
+                        self.send(now, Message::fault(FaultCode::REQUEST, "impossible age"));
+                        self.answer_refer(now, id, ReferReason::Refused);
                     }
                 }
             }
@@ -806,27 +983,34 @@ impl Daemon {
         if required_age == 0 {
             return Some(self.policy);
         }
-        let legal = f32::from(required_age);
-        let margin = self.policy.challenge_age() - self.policy.legal_age();
-        Policy::new(legal, legal + margin, self.policy.k_sigma()).ok()
+        self.policy.with_legal_age(f32::from(required_age)).ok()
     }
 
+    /// Hands an event to the sink; the first failure is kept for [`Self::check_output`]
+    /// and later events are dropped (they could not be printed either).
     fn emit(&mut self, event: Event) {
-        (self.events)(event);
+        if self.output_error.is_some() {
+            return;
+        }
+        if let Err(e) = (self.events)(event) {
+            self.output_error = Some(e.to_string());
+        }
     }
 
     fn finish(&mut self, exit: &Exit) {
         let now = self.parts.clock.now_ms();
         match exit {
             Exit::Stopped => {
+                let signal = self.parts.stop.first().unwrap_or("a stop signal");
+                tracing::warn!(signal, "stopping");
+                self.send(now, Message::fault(FaultCode::SHUTDOWN, "stopping"));
                 if let Some(p) = self.pending.take() {
-                    self.send(now, Message::fault(FaultCode::SHUTDOWN, "stopping"));
-                    self.answer_refer(now, p.id);
+                    self.answer_refer(now, p.id, ReferReason::Shutdown);
                 }
             }
             Exit::RecordingEnded => {
                 if let Some(p) = self.pending.take() {
-                    self.answer_refer(now, p.id);
+                    self.answer_refer(now, p.id, ReferReason::Timeout);
                 }
             }
             Exit::Aborted | Exit::Fault { .. } => {}

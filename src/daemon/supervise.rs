@@ -1,8 +1,8 @@
 //! What keeps the daemon honest from outside the frame loop: the systemd watchdog, the
 //! shutdown signals, and a guard on the model files it loaded.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -71,33 +71,87 @@ impl Watchdog for NoWatchdog {
     fn stopping(&mut self) {}
 }
 
-/// How many shutdown signals (SIGTERM, SIGINT) have arrived. The first asks for a
-/// graceful stop (the pending REQUEST is answered, the gate closed); the second for an
-/// immediate one (the gate is still closed on the way out, nothing else is sent).
+/// The signals that stop the daemon: every signal whose default action ends the process
+/// and that a handler may catch, except those the kernel raises for a fault in the
+/// program itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT: a handler
+/// cannot resume from them safely). Each takes the path SIGTERM takes: relay off, FAULT
+/// shutdown to the host, exit 0. SIGKILL and SIGSTOP cannot be caught; what they and a
+/// power loss leave is the relay module's own fail-safe wiring (README, "Wiring").
+pub const STOP_SIGNALS: &[(libc::c_int, &str)] = &[
+    (libc::SIGHUP, "SIGHUP"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGQUIT, "SIGQUIT"),
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGUSR1, "SIGUSR1"),
+    (libc::SIGUSR2, "SIGUSR2"),
+    (libc::SIGPIPE, "SIGPIPE"),
+    (libc::SIGALRM, "SIGALRM"),
+    (libc::SIGXCPU, "SIGXCPU"),
+    (libc::SIGXFSZ, "SIGXFSZ"),
+    (libc::SIGVTALRM, "SIGVTALRM"),
+    (libc::SIGPROF, "SIGPROF"),
+    (libc::SIGIO, "SIGIO"),
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    (libc::SIGPWR, "SIGPWR"),
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    (libc::SIGSTKFLT, "SIGSTKFLT"),
+];
+
+/// The name of a stop signal, for the log.
+pub fn signal_name(signal: libc::c_int) -> &'static str {
+    STOP_SIGNALS
+        .iter()
+        .find(|(n, _)| *n == signal)
+        .map_or("a signal", |(_, name)| name)
+}
+
+/// How many stop signals ([`STOP_SIGNALS`]) have arrived, and the first one. The first
+/// asks for a graceful stop (FAULT shutdown to the host, the pending REQUEST answered,
+/// the gate closed); the second for an immediate one (the gate is still closed on the
+/// way out, nothing else is sent).
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicUsize>);
+pub struct StopSignal {
+    count: Arc<AtomicUsize>,
+    first: Arc<AtomicI32>,
+}
 
 impl StopSignal {
     pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-    /// What a signal does; tests call it to stop mid-decision.
-    pub fn raise(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.count.load(Ordering::SeqCst)
     }
 
-    /// Counts SIGTERM and SIGINT from a watcher thread (no work in a signal handler).
+    /// The first signal's name, once one has arrived.
+    pub fn first(&self) -> Option<&'static str> {
+        match self.first.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(signal_name(n)),
+        }
+    }
+
+    /// What a signal does; tests call it to stop mid-decision.
+    pub fn raise(&self) {
+        self.raise_signal(libc::SIGTERM);
+    }
+
+    fn raise_signal(&self, signal: libc::c_int) {
+        let _ = self
+            .first
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts every stop signal from a watcher thread (no work in a signal handler).
     pub fn install() -> std::io::Result<Self> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
         let stop = Self::default();
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+        let mut signals =
+            signal_hook::iterator::Signals::new(STOP_SIGNALS.iter().map(|(n, _)| *n))?;
         let counter = stop.clone();
         std::thread::Builder::new()
             .name("agegate-signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
-                    tracing::warn!(signal, "shutdown signal");
-                    counter.raise();
+                    tracing::warn!(signal = signal_name(signal), "stop signal");
+                    counter.raise_signal(signal);
                 }
             })?;
         Ok(stop)
@@ -106,43 +160,96 @@ impl StopSignal {
 
 /// Whether the model files are still the ones loaded.
 pub trait ModelGuard {
-    /// `Err` names the file that changed or went away.
-    fn check(&mut self) -> Result<(), String>;
+    /// `Err` names the file that changed or went away. `now_ms` is the daemon's clock.
+    fn check(&mut self, now_ms: u64) -> Result<(), String>;
 }
 
-/// Size and modification time of each loaded model file, compared on every check
-/// (two `stat` calls, cheap enough for every couple of seconds). A replaced or
-/// truncated file means the running graph no longer matches the file on disk: the
-/// daemon faults and exits so that systemd restarts it on the new file, which must
-/// then pass the loader's checks.
+/// One loaded model file as it was at start.
+struct Loaded {
+    path: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    sha256: [u8; 32],
+}
+
+/// The loaded model files' size, modification time and SHA-256 at start. Every check
+/// compares size and mtime (two `stat` calls); when either changed, and every
+/// `hash_every_ms` regardless, the content's hash is compared too, so a file rewritten in
+/// place with its old size and mtime restored is caught, and a file merely touched is
+/// not a fault. A changed file means the running graph no longer matches the file on
+/// disk: the daemon faults and exits so that systemd restarts it on the new file, which
+/// must then pass the loader's checks.
 pub struct ModelFiles {
-    files: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    files: Vec<Loaded>,
+    hash_every_ms: u64,
+    next_hash_ms: Option<u64>,
+}
+
+/// SHA-256 of a file, streamed (a model is megabytes).
+pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hasher.finalize().into())
+}
+
+/// Lower-case hex, as `sha256sum` prints it.
+pub fn hex_digest(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ModelFiles {
-    pub fn snapshot(paths: &[PathBuf]) -> Result<Self, String> {
+    pub fn snapshot(paths: &[PathBuf], hash_every_ms: u64) -> Result<Self, String> {
         let files = paths
             .iter()
             .map(|p| {
-                let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-                Ok((p.clone(), meta.len(), meta.modified().ok()))
+                let fail = |e: std::io::Error| format!("model file {}: {e}", p.display());
+                let meta = std::fs::metadata(p).map_err(fail)?;
+                Ok(Loaded {
+                    path: p.clone(),
+                    len: meta.len(),
+                    modified: meta.modified().ok(),
+                    sha256: sha256_file(p).map_err(fail)?,
+                })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Self { files })
+        Ok(Self {
+            files,
+            hash_every_ms,
+            next_hash_ms: None,
+        })
     }
 }
 
 impl ModelGuard for ModelFiles {
-    fn check(&mut self) -> Result<(), String> {
-        for (path, len, modified) in &self.files {
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("model file {}: {e}", path.display()))?;
-            if meta.len() != *len || meta.modified().ok() != *modified {
+    fn check(&mut self, now_ms: u64) -> Result<(), String> {
+        let next_hash = *self
+            .next_hash_ms
+            .get_or_insert(now_ms.saturating_add(self.hash_every_ms));
+        let hash_all = now_ms >= next_hash;
+        if hash_all {
+            self.next_hash_ms = Some(now_ms.saturating_add(self.hash_every_ms));
+        }
+        for file in &mut self.files {
+            let gone = |e: std::io::Error| format!("model file {}: {e}", file.path.display());
+            let meta = std::fs::metadata(&file.path).map_err(gone)?;
+            let modified = meta.modified().ok();
+            let stat_changed = meta.len() != file.len || modified != file.modified;
+            if !(stat_changed || hash_all) {
+                continue;
+            }
+            let sha256 = sha256_file(&file.path).map_err(gone)?;
+            if sha256 != file.sha256 {
                 return Err(format!(
-                    "model file {} changed on disk since it was loaded",
-                    path.display()
+                    "model file {} changed on disk since it was loaded (SHA-256 {} at start, {} now)",
+                    file.path.display(),
+                    hex_digest(&file.sha256),
+                    hex_digest(&sha256)
                 ));
             }
+            // Same content (touched, or copied over with the same bytes): not a fault.
+            file.modified = modified;
         }
         Ok(())
     }
@@ -157,11 +264,45 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.onnx");
         std::fs::write(&path, b"original").expect("write");
-        let mut guard = ModelFiles::snapshot(std::slice::from_ref(&path)).expect("snapshot");
-        assert_eq!(guard.check(), Ok(()));
+        let mut guard =
+            ModelFiles::snapshot(std::slice::from_ref(&path), 60_000).expect("snapshot");
+        assert_eq!(guard.check(0), Ok(()));
         std::fs::write(&path, b"replaced, longer").expect("write");
-        assert!(guard.check().is_err_and(|e| e.contains("changed")));
+        assert!(guard.check(1).is_err_and(|e| e.contains("changed")));
         std::fs::remove_file(&path).expect("rm");
-        assert!(guard.check().is_err());
+        assert!(guard.check(2).is_err());
+    }
+
+    #[test]
+    fn the_hash_catches_what_size_and_mtime_miss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, b"weights A").expect("write");
+        let mtime = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        let mut guard = ModelFiles::snapshot(std::slice::from_ref(&path), 1_000).expect("snapshot");
+        assert_eq!(guard.check(0), Ok(()));
+        // Same length, mtime put back: only the periodic hash sees it.
+        std::fs::write(&path, b"weights B").expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(mtime))
+            .expect("restore mtime");
+        assert_eq!(guard.check(500), Ok(()), "not yet due");
+        let err = guard.check(1_000).expect_err("due: the hash differs");
+        assert!(err.contains("SHA-256"), "{err}");
+
+        // Touched with the same bytes: size or mtime differ, the hash does not.
+        std::fs::write(&path, b"weights A").expect("write");
+        let mut guard = ModelFiles::snapshot(std::slice::from_ref(&path), 1_000).expect("snapshot");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(mtime - std::time::Duration::from_secs(60)))
+            .expect("touch");
+        assert_eq!(guard.check(10), Ok(()));
+        assert_eq!(guard.check(2_000), Ok(()));
     }
 }

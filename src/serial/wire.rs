@@ -374,6 +374,9 @@ impl FaultCode {
     /// The device is shutting down (SIGTERM, SIGINT); a pending REQUEST gets no verdict
     /// but REFER.
     pub const SHUTDOWN: Self = Self(0x07);
+    /// A REQUEST the device refuses (its required age below the board's floor, or
+    /// impossible); it is answered REFER.
+    pub const REQUEST: Self = Self(0x08);
     pub const INTERNAL: Self = Self(0xFF);
 }
 
