@@ -31,7 +31,7 @@ fn stages(c: &mut Criterion) {
     .expect("detector");
     let data = std::fs::read(root().join("tests/frames/demo.mjpeg")).expect("bundled recording");
     let (_, jpeg, mut frame) =
-        agegate::bench::first_face_frame(&data, &detector, DEFAULT_MAX_PIXELS)
+        agegate::tools::bench::first_face_frame(&data, &detector, DEFAULT_MAX_PIXELS)
             .expect("detect")
             .expect("a face in the bundled recording");
     let mut scratch = Vec::new();

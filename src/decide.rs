@@ -4,68 +4,20 @@
 //! DENY only when the estimate plus `k` standard deviations is still under the legal age;
 //! everything in between is REFER (staff checks an ID). A missing face is REFER too.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Decision {
-    Allow,
-    Deny,
-    Refer,
-}
+use serde::Deserialize;
 
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Decision::Allow => "ALLOW",
-            Decision::Deny => "DENY",
-            Decision::Refer => "REFER",
-        })
-    }
-}
+pub use crate::domain::{Decision, ReferReason};
+use crate::settings::KeyError;
 
-/// Why a decision is REFER: in the event log, the audit log and the eval's per-image CSV.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReferReason {
-    /// The estimate's margin straddles the thresholds: too close to call.
-    Uncertain,
-    /// The window timed out without a face.
-    NoFace,
-    /// The window timed out with too few frames of one person.
-    Timeout,
-    /// Another face was in view (`[session] other_faces = "refer"`).
-    OtherFaces,
-    /// An estimate the gate cannot read (non-finite: a bug upstream).
-    Unreadable,
-    /// A fault answered the request (camera, model, relay, internal).
-    Fault,
-    /// The host replaced the request with a new one.
-    Replaced,
-    /// The device is shutting down.
-    Shutdown,
-    /// The request asked for less than the board's floor (`[policy] min_request_age`).
-    Refused,
-}
-
-impl ReferReason {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Uncertain => "uncertain",
-            Self::NoFace => "no_face",
-            Self::Timeout => "timeout",
-            Self::OtherFaces => "other_faces",
-            Self::Unreadable => "unreadable",
-            Self::Fault => "fault",
-            Self::Replaced => "replaced",
-            Self::Shutdown => "shutdown",
-            Self::Refused => "refused",
-        }
-    }
-}
-
-impl std::fmt::Display for ReferReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
+/// `[policy]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub legal_age: f32,
+    pub challenge_age: f32,
+    pub k_sigma: f32,
+    /// The lowest legal age a host's REQUEST may ask for (default: `legal_age`).
+    pub min_request_age: Option<f32>,
 }
 
 /// Sane bounds for a policy, from a board file or a host's REQUEST: a legal age a
@@ -81,6 +33,9 @@ pub struct Policy {
     legal_age: f32,
     challenge_age: f32,
     k_sigma: f32,
+    /// The lowest legal age a REQUEST may ask for: a host may raise the board's age,
+    /// never lower it below this.
+    min_request_age: f32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,14 +67,49 @@ impl Policy {
             legal_age,
             challenge_age,
             k_sigma,
+            min_request_age: legal_age,
         })
+    }
+
+    /// A validated `[policy]`.
+    pub fn from_raw(raw: RawPolicy) -> Result<Self, KeyError> {
+        let policy = Self::new(raw.legal_age, raw.challenge_age, raw.k_sigma).map_err(|e| {
+            let key = match e {
+                PolicyError::LegalAge(_) => "policy.legal_age",
+                PolicyError::ChallengeAge { .. } => "policy.challenge_age",
+                PolicyError::Margin(_) => "policy.k_sigma",
+            };
+            KeyError::new(key, e.to_string())
+        })?;
+        match raw.min_request_age {
+            None => Ok(policy),
+            Some(floor) => policy
+                .with_min_request_age(floor)
+                .map_err(|e| KeyError::new("policy.min_request_age", e.to_string())),
+        }
+    }
+
+    /// The same policy with another floor for REQUESTs' ages.
+    pub fn with_min_request_age(mut self, floor: f32) -> Result<Self, PolicyError> {
+        if !LEGAL_AGES.contains(&floor) {
+            return Err(PolicyError::LegalAge(floor));
+        }
+        self.min_request_age = floor;
+        Ok(self)
+    }
+
+    pub fn min_request_age(&self) -> f32 {
+        self.min_request_age
     }
 
     /// The same policy for a host that asks for `legal_age` (a REQUEST's required age),
     /// keeping this policy's challenge margin and k_sigma.
     pub fn with_legal_age(&self, legal_age: f32) -> Result<Self, PolicyError> {
         let margin = self.challenge_age - self.legal_age;
-        Self::new(legal_age, legal_age + margin, self.k_sigma)
+        Ok(Self {
+            min_request_age: self.min_request_age,
+            ..Self::new(legal_age, legal_age + margin, self.k_sigma)?
+        })
     }
 
     pub fn legal_age(&self) -> f32 {

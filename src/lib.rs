@@ -1,30 +1,34 @@
 //! agegate: offline age gating for edge boards.
 //!
-//! The data walks one way, each stage in its own module:
-//! [`capture`] (or [`photo`]) -> [`detect`] -> [`align`] -> [`estimate`] -> [`session`] /
-//! [`decide`] -> [`actuate`] and [`serial`]. [`pipeline`] strings the model stages together
-//! for one image; [`eval`] and [`crops`] run it over labelled manifests; [`daemon`] runs
-//! the whole device loop. [`engine`] is the tract wrapper the model stages share;
-//! [`config`] reads board files.
+//! The data walks one way, each stage in its own module: [`capture`] (or [`photo`], both
+//! through [`jpeg`]) -> [`detect`] -> [`align`] -> [`estimate`] -> [`session`] /
+//! [`decide`] -> [`actuate`] and [`serial`]. [`domain`] holds the vocabulary they share
+//! (verdicts, REFER reasons, age bands). [`pipeline`] strings the model stages together
+//! for one image; [`daemon`] runs the whole device loop: a decision core without I/O and
+//! the shell that feeds it. [`engine`] runs the ONNX graphs; [`config`] reads board files,
+//! whose sections each subsystem validates itself ([`settings`]). [`tools`] are what is
+//! built around the firmware (eval, crops, bench).
+//!
+//! Without the cargo feature `inference` (default on) there is no engine, no model stage
+//! and no tool: the crate is the firmware's logic and parsers (what the fuzz targets
+//! build).
 
 pub mod actuate;
 pub mod align;
-pub mod bench;
 pub mod capture;
 pub mod config;
-pub mod crops;
 pub mod daemon;
 pub mod decide;
 pub mod detect;
+pub mod domain;
 pub mod engine;
 pub mod estimate;
-pub mod eval;
 pub mod jpeg;
-pub mod manifest;
-#[cfg(feature = "ort")]
-pub mod ort_engine;
 pub mod photo;
+#[cfg(feature = "inference")]
 pub mod pipeline;
 pub mod serial;
 pub mod session;
-pub mod warp;
+pub mod settings;
+pub mod tools;
+mod warp;

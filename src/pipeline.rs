@@ -4,8 +4,10 @@ use image::RgbImage;
 
 use crate::align::aligned_crop_into;
 use crate::config::Board;
-use crate::decide::{Decision, Policy};
+use crate::daemon::{FaceEstimator, FrameFaces, MAX_OTHER_FACES};
+use crate::decide::Policy;
 use crate::detect::{main_face, Face, FaceDetector};
+use crate::domain::Decision;
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
 
@@ -87,5 +89,25 @@ impl Pipeline {
         let mut crop = self.crop.borrow_mut();
         aligned_crop_into(photo, face, &mut crop);
         self.age_model.estimate(&crop)
+    }
+}
+
+impl FaceEstimator for Pipeline {
+    fn faces(&self, frame: &RgbImage) -> Result<FrameFaces, ModelError> {
+        let faces = self.detector.detect(frame)?;
+        let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
+            return Ok(FrameFaces::default());
+        };
+        let others = faces
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, f)| f.bbox)
+            .take(MAX_OTHER_FACES)
+            .collect();
+        Ok(FrameFaces {
+            main: Some((faces[i].bbox, self.estimate_face(frame, &faces[i])?)),
+            others,
+        })
     }
 }

@@ -36,18 +36,23 @@
 
 use heapless::Deque;
 
-use crate::decide::{Decision, Policy, ReferReason};
+use serde::Deserialize;
+
+use crate::decide::Policy;
 use crate::detect::BBox;
+use crate::domain::{Decision, ReferReason};
 use crate::estimate::AgeEstimate;
+use crate::settings::KeyError;
 
 /// Largest window the fixed-size sample buffer holds.
 pub const MAX_WINDOW: usize = 64;
 
 /// How a decision window behaves. Validate with [`SessionSettings::validate`] (done by
 /// [`Session::new`]).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SessionSettings {
+    /// What starts a decision window.
+    pub trigger: Trigger,
     /// Estimates of one person needed before deciding.
     pub min_frames: usize,
     /// Estimates kept; older ones are dropped (at most [`MAX_WINDOW`]).
@@ -64,8 +69,33 @@ pub struct SessionSettings {
     pub other_face_min_px: f32,
 }
 
+/// `[session] trigger`: what starts a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A REQUEST from the host (kiosk, vending machine).
+    Request,
+    /// A face in view (a door without a host); DECISIONs go out unsolicited.
+    Face,
+}
+
+/// `[session]` as written (defaults in `SessionSettings::default`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub trigger: Option<Trigger>,
+    pub min_frames: Option<usize>,
+    pub max_frames: Option<usize>,
+    pub timeout_ms: Option<u64>,
+    pub iou_threshold: Option<f32>,
+    pub lost_face_ms: Option<u64>,
+    /// "refer" (default) or "ignore": another face in view.
+    pub other_faces: Option<OtherFaces>,
+    pub other_face_min_px: Option<f32>,
+}
+
 /// `[session] other_faces`: whether another face in view stops the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OtherFaces {
     /// Only the main face counts (a door that lets one person through at a time anyway).
@@ -80,6 +110,7 @@ impl Default for SessionSettings {
         // At ~15 fps: a third of a second of frames, a 4 s answer at the latest, and a
         // half-second gap is long enough for someone to step out and another in.
         Self {
+            trigger: Trigger::Request,
             min_frames: 5,
             max_frames: 15,
             timeout_ms: 4_000,
@@ -110,6 +141,24 @@ pub enum SessionSettingsError {
 }
 
 impl SessionSettings {
+    pub fn from_raw(raw: RawSession) -> Result<Self, KeyError> {
+        let d = Self::default();
+        let settings = Self {
+            trigger: raw.trigger.unwrap_or(d.trigger),
+            min_frames: raw.min_frames.unwrap_or(d.min_frames),
+            max_frames: raw.max_frames.unwrap_or(d.max_frames),
+            timeout_ms: raw.timeout_ms.unwrap_or(d.timeout_ms),
+            iou_threshold: raw.iou_threshold.unwrap_or(d.iou_threshold),
+            lost_face_ms: raw.lost_face_ms.unwrap_or(d.lost_face_ms),
+            other_faces: raw.other_faces.unwrap_or(d.other_faces),
+            other_face_min_px: raw.other_face_min_px.unwrap_or(d.other_face_min_px),
+        };
+        settings
+            .validate()
+            .map_err(|e| KeyError::new(Self::key(&e), e.to_string()))?;
+        Ok(settings)
+    }
+
     pub fn validate(&self) -> Result<(), SessionSettingsError> {
         if self.min_frames == 0 {
             return Err(SessionSettingsError::MinFrames(self.min_frames));
@@ -424,6 +473,7 @@ mod tests {
             age,
             sigma,
             steps: vec![age],
+            p_over: None,
         }
     }
 

@@ -58,6 +58,7 @@ pub enum Border {
 /// Most taps per axis when downscaling; beyond 4x4 the gain is invisible at our sizes.
 const MAX_TAPS: usize = 4;
 
+#[cfg(test)]
 pub fn warp(source: &RgbImage, map: &Affine, width: u32, height: u32, border: Border) -> RgbImage {
     let mut out = RgbImage::new(width, height);
     warp_into(source, map, border, &mut out);

@@ -217,6 +217,6 @@ fn a_manifest_with_a_column_twice_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.csv");
     write(&path, "path,age,age\nx.jpg,30,31\n");
-    let err = agegate::manifest::read(&path, None).unwrap_err();
+    let err = agegate::tools::manifest::read(&path, None).unwrap_err();
     assert!(err.to_string().contains("`age` twice"), "{err}");
 }

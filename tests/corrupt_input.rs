@@ -128,7 +128,8 @@ fn every_utkface_val_photo_decodes_strictly() {
             "../shared/data is absent",
         );
     };
-    let manifest = agegate::manifest::read(&data.join("utkface/val.csv"), None).expect("val");
+    let manifest =
+        agegate::tools::manifest::read(&data.join("utkface/val.csv"), None).expect("val");
     let mut refused = Vec::new();
     for entry in &manifest {
         let bytes = std::fs::read(&entry.path).expect("photo");

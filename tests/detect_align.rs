@@ -192,7 +192,7 @@ fn misses_few_utkface_validation_crops() {
     } else {
         40
     };
-    let entries = agegate::manifest::read(&data.join("utkface/val.csv"), None).unwrap();
+    let entries = agegate::tools::manifest::read(&data.join("utkface/val.csv"), None).unwrap();
     let det = detector();
     let mut missed = Vec::new();
     for e in entries.iter().take(n) {

@@ -120,18 +120,22 @@ impl Daemon {
     }
 }
 
-fn is_tx(event: &Value, prefix: &str) -> bool {
-    event["event"] == "serial_tx"
-        && event["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with(prefix))
+/// A `serial_tx` event of message type `kind` (`heartbeat`, `fault`, `decision`...).
+fn is_tx(event: &Value, kind: &str) -> bool {
+    event["event"] == "serial_tx" && event["message"]["type"] == kind
+}
+
+fn is_shutdown_fault(event: &Value) -> bool {
+    is_tx(event, "fault") && event["message"]["code"] == 7
+}
+
+fn is_heartbeat(event: &Value, state: &str) -> bool {
+    is_tx(event, "heartbeat") && event["message"]["state"] == state
 }
 
 fn is_relay(event: &Value, active: bool) -> bool {
     event["event"] == "pin" && event["line"] == "relay" && event["active"] == active
 }
-
-const SHUTDOWN_FAULT: &str = "Fault { code: FaultCode(7)";
 
 /// A recording of Grace Hopper alone: the bundled photo, twenty times.
 fn one_adult(dir: &Path) -> PathBuf {
@@ -160,7 +164,7 @@ fn states(dir: &Path) -> Vec<State> {
                     ("trigger = \"face\"", "trigger = \"request\""),
                 ],
             ),
-            |e| is_tx(e, "Heartbeat") && e["message"].as_str().is_some_and(|m| m.contains("Ready")),
+            |e| is_heartbeat(e, "ready"),
         ),
         (
             // A window that cannot fill (64 frames of one person) nor time out soon.
@@ -174,12 +178,7 @@ fn states(dir: &Path) -> Vec<State> {
                     ("timeout_ms = 4000", "timeout_ms = 3600000"),
                 ],
             ),
-            |e| {
-                is_tx(e, "Heartbeat")
-                    && e["message"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("Deciding"))
-            },
+            |e| is_heartbeat(e, "deciding"),
         ),
         (
             // The ALLOW's pulse held for a minute, on a recording of one adult only (the
@@ -232,7 +231,7 @@ fn every_stop_signal_in_every_state_closes_the_gate_and_tells_the_host() {
             assert!(!stderr.contains("panicked"), "{case}: {stderr}");
             let fault = events
                 .iter()
-                .position(|e| is_tx(e, SHUTDOWN_FAULT))
+                .position(is_shutdown_fault)
                 .unwrap_or_else(|| panic!("{case}: no FAULT shutdown in {events:?}"));
             // The relay is inactive at exit: its last level is off (or it never moved).
             let relay: Vec<&Value> = events.iter().filter(|e| e["line"] == "relay").collect();
@@ -245,8 +244,9 @@ fn every_stop_signal_in_every_state_closes_the_gate_and_tells_the_host() {
                 "deciding" => {
                     assert!(relay.is_empty(), "{case}: {relay:?}");
                     assert!(
-                        events[fault..].iter().any(|e| is_tx(e, "Decision")
-                            && e["message"].as_str().is_some_and(|m| m.contains("Refer"))),
+                        events[fault..]
+                            .iter()
+                            .any(|e| is_tx(e, "decision") && e["message"]["decision"] == "REFER"),
                         "{case}: the open window is not answered REFER: {events:?}"
                     );
                 }
@@ -407,7 +407,7 @@ mod serial_line {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut host, _device, board) = pty_board(dir.path());
         let mut daemon = Daemon::start(&board, &["--loop"]);
-        daemon.wait_for("the first heartbeat", |e| is_tx(e, "Heartbeat"));
+        daemon.wait_for("the first heartbeat", |e| is_tx(e, "heartbeat"));
         host.set_timeout(Duration::from_millis(20))
             .expect("timeout");
         let mut received = Vec::new();

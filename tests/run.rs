@@ -157,7 +157,8 @@ fn a_child_from_the_shared_data_is_denied() {
         );
     };
     // The first validation photo of a child aged 4 to 8: eight identical frames.
-    let manifest = agegate::manifest::read(&data.join("utkface/val.csv"), None).expect("manifest");
+    let manifest =
+        agegate::tools::manifest::read(&data.join("utkface/val.csv"), None).expect("manifest");
     let child = manifest
         .iter()
         .find(|e| (4.0..=8.0).contains(&e.age))

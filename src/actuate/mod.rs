@@ -16,14 +16,16 @@
 //! the README asks for a relay driver that is off when the pin floats or is an input.
 
 #[cfg(feature = "cdev")]
-pub mod cdev;
+mod cdev;
 #[cfg(feature = "rpi")]
-pub mod rpi;
+mod rpi;
+mod settings;
+
+pub use settings::{GpioBackend, GpioSettings, PinSpec, RawGpio};
 
 use embedded_hal::digital::{ErrorType, OutputPin, PinState};
 
-use crate::config::{GpioBackend, GpioSettings, PinSpec};
-use crate::decide::Decision;
+use crate::domain::Decision;
 
 /// A GPIO error, naming the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

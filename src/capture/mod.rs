@@ -12,9 +12,10 @@
 #[cfg(feature = "camera")]
 pub mod camera;
 pub mod files;
+mod settings;
 pub mod yuv;
 
-use std::path::PathBuf;
+pub use settings::{CameraFormat, CaptureSettings, RawCapture, SourceKind, SourceSettings};
 
 use image::RgbImage;
 
@@ -59,57 +60,6 @@ pub trait FrameSource {
 
     /// Tries to get the source back after [`CaptureError::Lost`].
     fn reopen(&mut self) -> Result<(), CaptureError>;
-}
-
-/// Pixel format asked of a camera.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CameraFormat {
-    Mjpeg,
-    Yuyv,
-}
-
-/// A validated `[capture]` section (see `config`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaptureSettings {
-    pub source: SourceSettings,
-    /// Largest frame decoded, in pixels (`[capture] max_pixels`): a corrupt or hostile
-    /// frame header cannot make the daemon allocate more.
-    pub max_pixels: u64,
-}
-
-/// Where frames come from (`[capture] source` and its keys).
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSettings {
-    Camera {
-        device: PathBuf,
-        format: CameraFormat,
-        width: u32,
-        height: u32,
-        fps: u32,
-    },
-    ImageDir {
-        path: PathBuf,
-        fps: u32,
-        looped: bool,
-    },
-    MjpegFile {
-        path: PathBuf,
-        fps: u32,
-        looped: bool,
-    },
-    YuyvFile {
-        path: PathBuf,
-        width: u32,
-        height: u32,
-        fps: u32,
-        looped: bool,
-    },
-    Y4mFile {
-        path: PathBuf,
-        fps: u32,
-        looped: bool,
-    },
 }
 
 /// Opens the source a board asks for.

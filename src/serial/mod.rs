@@ -7,7 +7,10 @@
 //! Protocol reference: `docs/serial-protocol.md`.
 
 pub mod link;
+mod settings;
 pub mod wire;
+
+pub use settings::{RawSerial, SerialKind, SerialSettings};
 
 pub use wire::{
     AgeBand, DeviceState, FaultCode, Frame, Message, MessageType, WireError, MAX_FRAME, START,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::align::aligned_crop;
 use crate::detect::{main_face, FaceDetector};
-use crate::manifest::Entry;
 use crate::photo::load_rgb_within;
+use crate::tools::manifest::Entry;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct CropSummary {

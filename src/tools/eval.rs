@@ -8,20 +8,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::decide::Decision;
-use crate::manifest::Entry;
+use crate::domain::{AgeBand, Decision};
 use crate::photo::load_rgb_within;
 use crate::pipeline::Pipeline;
-
-/// Age bands reported, by true age: `(name, lowest age, first age above)`.
-pub const BANDS: [(&str, f32, f32); 6] = [
-    ("0-12", 0.0, 13.0),
-    ("13-17", 13.0, 18.0),
-    ("18-24", 18.0, 25.0),
-    ("25-34", 25.0, 35.0),
-    ("35-49", 35.0, 50.0),
-    ("50+", 50.0, f32::INFINITY),
-];
+use crate::tools::manifest::Entry;
 
 /// What happened to one manifest row.
 #[derive(Debug, Clone)]
@@ -177,12 +167,12 @@ pub fn summarise(
             )
         })
         .collect();
-    let bands = BANDS
+    let bands = AgeBand::ALL
         .iter()
-        .map(|(name, lo, hi)| {
+        .map(|band| {
             (
-                name.to_string(),
-                stats(&|e: &Entry| e.age >= *lo && e.age < *hi),
+                band.name().to_string(),
+                stats(&|e: &Entry| band.contains(e.age)),
             )
         })
         .collect();
@@ -325,11 +315,15 @@ pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::
 /// A bar chart of MAE per age band.
 pub fn write_band_plot(report: &Report, path: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let bands: Vec<(&str, f64, usize)> = BANDS
+    let bands: Vec<(&str, f64, usize)> = AgeBand::ALL
         .iter()
-        .map(|(name, _, _)| {
-            let s = &report.bands[*name];
-            (*name, s.mae.unwrap_or(0.0), s.n)
+        .map(|band| {
+            let s = report.bands.get(band.name());
+            (
+                band.name(),
+                s.and_then(|s| s.mae).unwrap_or(0.0),
+                s.map_or(0, |s| s.n),
+            )
         })
         .collect();
     let top = bands.iter().map(|b| b.1).fold(1.0, f64::max) * 1.2;

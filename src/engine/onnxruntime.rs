@@ -2,7 +2,7 @@
 //!
 //! # Why
 //!
-//! tract ([`crate::engine`]) is the default engine and the one the firmware ships with: pure
+//! tract ([`super::tract`]) is the default engine and the one the firmware ships with: pure
 //! Rust, no shared library to install, identical results on every board. This backend exists
 //! for two things tract cannot do:
 //!
@@ -39,7 +39,7 @@ use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::engine::ModelError;
+use super::error::ModelError;
 
 /// The environment variable naming the onnxruntime shared library to load.
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -135,11 +135,6 @@ fn environment() -> Result<&'static Environment, String> {
         .map_err(Clone::clone)
 }
 
-/// Whether onnxruntime could be loaded; the reason when not.
-pub fn available() -> Result<(), String> {
-    environment().map(|_| ())
-}
-
 /// Registers the execution providers this build asks for, in order of preference, and
 /// returns the name of the first one onnxruntime accepted ("CPU" when none was asked or
 /// none registered: onnxruntime always runs what is left on its CPU provider).
@@ -198,15 +193,20 @@ impl std::fmt::Debug for OrtModel {
 impl OrtModel {
     /// Loads `path` with `threads` intra-op threads (at least one; benchmarks use 1).
     pub fn load(path: &Path, threads: usize) -> Result<Self, ModelError> {
+        // The same error as tract's for a file that is missing or unreadable.
+        let bytes = std::fs::read(path).map_err(|cause| ModelError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        Self::from_bytes(path, &bytes, threads)
+    }
+
+    /// A session over a model already read (`path` names it in errors and logs).
+    pub fn from_bytes(path: &Path, bytes: &[u8], threads: usize) -> Result<Self, ModelError> {
         let prepare = |reason: String| ModelError::Prepare {
             path: path.to_path_buf(),
             reason: format!("onnxruntime: {reason}"),
         };
-        // The same error as tract's for a file that is missing or unreadable.
-        std::fs::File::open(path).map_err(|cause| ModelError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
         let env = environment().map_err(prepare)?;
         let mut builder = Session::builder(env)
             .map_err(|e| prepare(e.to_string()))?
@@ -215,13 +215,17 @@ impl OrtModel {
             .with_inter_threads(1)
             .map_err(|e| prepare(e.to_string()))?;
         let provider = register_providers(&mut builder, path);
-        let session = builder.commit_from_file(path).map_err(|e| match e.code() {
-            ort::ErrorCode::InvalidProtobuf | ort::ErrorCode::InvalidGraph => ModelError::NotOnnx {
-                path: path.to_path_buf(),
-                reason: format!("onnxruntime: {e}"),
-            },
-            _ => prepare(e.to_string()),
-        })?;
+        let session = builder
+            .commit_from_memory(bytes)
+            .map_err(|e| match e.code() {
+                ort::ErrorCode::InvalidProtobuf | ort::ErrorCode::InvalidGraph => {
+                    ModelError::NotOnnx {
+                        path: path.to_path_buf(),
+                        reason: format!("onnxruntime: {e}"),
+                    }
+                }
+                _ => prepare(e.to_string()),
+            })?;
         if session.inputs().len() != 1 {
             return Err(ModelError::Contract {
                 path: path.to_path_buf(),
@@ -249,11 +253,6 @@ impl OrtModel {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The preferred execution provider that registered: "TensorRT", "CUDA" or "CPU".
-    pub fn provider(&self) -> &'static str {
-        self.provider
     }
 
     /// Runs the graph on `input` (row-major, `shape`), returning every output flattened, in

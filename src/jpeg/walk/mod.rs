@@ -17,7 +17,11 @@
 //! only within the slice: no input makes it panic or allocate more than one bit set per
 //! 8x8 block (progressive frames), and the caller bounds the block count first.
 
+mod bits;
+mod scan;
+
 use super::JpegError;
+use bits::{Bits, Huffman};
 
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
@@ -36,186 +40,31 @@ pub struct FrameHeader {
     pub components: Vec<(u8, u8, u8)>,
 }
 
-fn damaged(message: impl Into<String>) -> JpegError {
+pub(super) fn damaged(message: impl Into<String>) -> JpegError {
     JpegError::Decode(message.into())
-}
-
-/// A canonical Huffman table from a DHT segment.
-#[derive(Debug, Clone)]
-struct Huffman {
-    /// Codes of each length 1..=16.
-    counts: [u16; 17],
-    symbols: Vec<u8>,
-}
-
-impl Huffman {
-    fn parse(counts: &[u8], symbols: &[u8]) -> Result<Self, JpegError> {
-        let mut c = [0u16; 17];
-        for (len, &n) in counts.iter().enumerate() {
-            c[len + 1] = u16::from(n);
-        }
-        // A canonical code of these counts must exist (Kraft inequality).
-        let mut available: u32 = 1;
-        for count in c.iter().skip(1) {
-            available *= 2;
-            if u32::from(*count) > available {
-                return Err(damaged("a Huffman table defines more codes than fit"));
-            }
-            available -= u32::from(*count);
-        }
-        Ok(Self {
-            counts: c,
-            symbols: symbols.to_vec(),
-        })
-    }
-
-    /// The next symbol, read bit by bit (canonical code order).
-    fn decode(&self, bits: &mut Bits<'_>) -> Result<u8, JpegError> {
-        let (mut code, mut first, mut index) = (0i32, 0i32, 0usize);
-        for len in 1..=16 {
-            code |= i32::from(bits.bit()?);
-            let count = i32::from(self.counts[len]);
-            if code - first < count {
-                let at = index + (code - first) as usize;
-                return self
-                    .symbols
-                    .get(at)
-                    .copied()
-                    .ok_or_else(|| damaged("a Huffman code past the table's symbols"));
-            }
-            index += count as usize;
-            first = (first + count) << 1;
-            code <<= 1;
-        }
-        Err(damaged(
-            "a Huffman code no table defines (damaged scan data)",
-        ))
-    }
-}
-
-/// Reads the entropy-coded bits of a scan, unstuffing `FF 00`, and stops at a marker:
-/// asking for a bit past it is an error (the data was cut short).
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-    byte: u8,
-    left: u8,
-    /// Set when the reader reached a marker: `(marker, its offset)`.
-    marker: Option<(u8, usize)>,
-}
-
-impl<'a> Bits<'a> {
-    fn new(data: &'a [u8], pos: usize) -> Self {
-        Self {
-            data,
-            pos,
-            byte: 0,
-            left: 0,
-            marker: None,
-        }
-    }
-
-    /// The next byte of entropy data, or `None` at a marker (which is then recorded).
-    fn next_byte(&mut self) -> Result<Option<u8>, JpegError> {
-        if self.marker.is_some() {
-            return Ok(None);
-        }
-        let Some(&b) = self.data.get(self.pos) else {
-            return Err(JpegError::Truncated);
-        };
-        if b != 0xFF {
-            self.pos += 1;
-            return Ok(Some(b));
-        }
-        // FF 00 is a stuffed FF; FF FF.. are fill bytes before a marker.
-        let mut at = self.pos + 1;
-        while self.data.get(at) == Some(&0xFF) {
-            at += 1;
-        }
-        match self.data.get(at) {
-            None => Err(JpegError::Truncated),
-            Some(0x00) if at == self.pos + 1 => {
-                self.pos += 2;
-                Ok(Some(0xFF))
-            }
-            Some(&m) => {
-                self.marker = Some((m, at - 1));
-                Ok(None)
-            }
-        }
-    }
-
-    fn bit(&mut self) -> Result<u8, JpegError> {
-        if self.left == 0 {
-            match self.next_byte()? {
-                Some(b) => {
-                    self.byte = b;
-                    self.left = 8;
-                }
-                None => {
-                    return Err(damaged(
-                        "the scan's data ends before its last block (cut short)",
-                    ))
-                }
-            }
-        }
-        self.left -= 1;
-        Ok((self.byte >> self.left) & 1)
-    }
-
-    fn bits(&mut self, n: u8) -> Result<u32, JpegError> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            v = (v << 1) | u32::from(self.bit()?);
-        }
-        Ok(v)
-    }
-
-    /// The end of an interval or scan: the rest of the byte is padding; the data must
-    /// stop at a marker here. Returns the marker and its offset.
-    fn finish(&mut self) -> Result<(u8, usize), JpegError> {
-        self.left = 0;
-        let mut extra = 0usize;
-        while self.next_byte()?.is_some() {
-            extra += 1;
-        }
-        if extra > 0 {
-            return Err(damaged(format!(
-                "{extra} bytes of data after the scan's last block (damaged scan data)"
-            )));
-        }
-        self.marker.ok_or(JpegError::Truncated)
-    }
-
-    /// Steps over a restart marker found by [`Bits::finish`].
-    fn restart(&mut self, marker_at: usize) {
-        self.pos = marker_at + 2;
-        self.marker = None;
-        self.left = 0;
-    }
 }
 
 /// One component's 8x8 blocks, in the frame's MCU-padded grid.
 #[derive(Debug, Clone, Copy)]
-struct Plane {
-    id: u8,
-    h: usize,
-    v: usize,
+pub(super) struct Plane {
+    pub(super) id: u8,
+    pub(super) h: usize,
+    pub(super) v: usize,
     /// Blocks a non-interleaved scan codes (the component's own size).
-    blocks_x: usize,
-    blocks_y: usize,
+    pub(super) blocks_x: usize,
+    pub(super) blocks_y: usize,
     /// Blocks per row of the MCU-padded grid (interleaved scans, the bit sets).
-    stride: usize,
+    pub(super) stride: usize,
 }
 
 /// What a scan (SOS) asks for.
-struct Scan {
+pub(super) struct Scan {
     /// Index into the planes, DC table, AC table.
-    components: Vec<(usize, usize, usize)>,
-    ss: u8,
-    se: u8,
-    ah: u8,
-    al: u8,
+    pub(super) components: Vec<(usize, usize, usize)>,
+    pub(super) ss: u8,
+    pub(super) se: u8,
+    pub(super) ah: u8,
+    pub(super) al: u8,
 }
 
 /// Per component and coefficient (zig-zag order), the precision reached so far: `None`
@@ -298,7 +147,7 @@ pub fn walk(jpeg: &[u8]) -> Result<(FrameHeader, usize), JpegError> {
                 let scan = parse_scan(body, header, planes, &dc, &ac)?;
                 record_coverage(&scan, header.progressive, &mut coverage)?;
                 let mut bits = Bits::new(jpeg, i + 2 + len);
-                let end = walk_scan(
+                let end = scan::walk_scan(
                     &mut bits,
                     &scan,
                     planes,
@@ -521,212 +370,6 @@ fn check_coverage(
                 plane.id
             )));
         }
-    }
-    Ok(())
-}
-
-/// Walks one scan's entropy-coded data; returns the offset of the marker after it.
-#[allow(clippy::too_many_arguments)]
-fn walk_scan(
-    bits: &mut Bits<'_>,
-    scan: &Scan,
-    planes: &[Plane],
-    (mcus_x, mcus_y): (usize, usize),
-    restart_interval: usize,
-    dc: &[Option<Huffman>; 4],
-    ac: &[Option<Huffman>; 4],
-    nonzero: &mut [Vec<u64>],
-) -> Result<usize, JpegError> {
-    // A non-interleaved scan's MCU is one block of its component, over the component's
-    // own size; an interleaved scan's MCU covers h x v blocks of each component.
-    let interleaved = scan.components.len() > 1;
-    let (units_x, units_y) = if interleaved {
-        (mcus_x, mcus_y)
-    } else {
-        let p = &planes[scan.components[0].0];
-        (p.blocks_x, p.blocks_y)
-    };
-    let units = units_x * units_y;
-    let mut eobrun = 0u32;
-    let mut next_rst = 0u8;
-    for unit in 0..units {
-        if restart_interval > 0 && unit > 0 && unit % restart_interval == 0 {
-            let (marker, at) = bits.finish()?;
-            if marker != 0xD0 + next_rst {
-                return Err(damaged(format!(
-                    "restart marker FF {marker:02X} where RST{next_rst} was due (block {unit})"
-                )));
-            }
-            bits.restart(at);
-            next_rst = (next_rst + 1) % 8;
-            eobrun = 0;
-        }
-        let (ux, uy) = (unit % units_x, unit / units_x);
-        for &(plane, dc_id, ac_id) in &scan.components {
-            let p = &planes[plane];
-            let (bh, bv) = if interleaved { (p.h, p.v) } else { (1, 1) };
-            for by in 0..bv {
-                for bx in 0..bh {
-                    let (x, y) = if interleaved {
-                        (ux * p.h + bx, uy * p.v + by)
-                    } else {
-                        (ux, uy)
-                    };
-                    let block = nonzero
-                        .get_mut(plane)
-                        .and_then(|n| n.get_mut(y * p.stride + x));
-                    walk_block(bits, scan, dc.get(dc_id), ac.get(ac_id), &mut eobrun, block)?;
-                }
-            }
-        }
-    }
-    if eobrun > 0 {
-        return Err(damaged("an end-of-band run longer than the scan"));
-    }
-    let (marker, at) = bits.finish()?;
-    if (0xD0..=0xD7).contains(&marker) {
-        return Err(damaged("a restart marker after the scan's last block"));
-    }
-    Ok(at)
-}
-
-fn table(t: Option<&Option<Huffman>>) -> Result<&Huffman, JpegError> {
-    t.and_then(Option::as_ref)
-        .ok_or_else(|| damaged("a Huffman table that was never defined"))
-}
-
-/// One 8x8 block of a scan. `block` is its bit set of nonzero coefficients (progressive
-/// frames only).
-fn walk_block(
-    bits: &mut Bits<'_>,
-    scan: &Scan,
-    dc: Option<&Option<Huffman>>,
-    ac: Option<&Option<Huffman>>,
-    eobrun: &mut u32,
-    mut block: Option<&mut u64>,
-) -> Result<(), JpegError> {
-    let too_far = || damaged("a coefficient past the 64th (damaged scan data)");
-    let (ss, se) = (usize::from(scan.ss), usize::from(scan.se));
-    if ss == 0 {
-        if scan.ah == 0 {
-            let s = table(dc)?.decode(bits)?;
-            if s > 11 {
-                return Err(damaged("a DC difference over 11 bits (damaged scan data)"));
-            }
-            bits.bits(s)?;
-        } else {
-            bits.bit()?;
-        }
-        if se == 0 {
-            return Ok(());
-        }
-    }
-    let ac = table(ac)?;
-    if ss == 0 {
-        // Sequential: the whole block, 1..=63.
-        let mut k = 1;
-        while k < 64 {
-            let rs = ac.decode(bits)?;
-            let (r, s) = (usize::from(rs >> 4), rs & 15);
-            if s == 0 {
-                if r != 15 {
-                    return Ok(());
-                }
-                k += 16;
-            } else {
-                k += r;
-                if k > 63 {
-                    return Err(too_far());
-                }
-                bits.bits(s)?;
-                k += 1;
-            }
-        }
-        return if k == 64 { Ok(()) } else { Err(too_far()) };
-    }
-    let set = |k: usize, block: &mut Option<&mut u64>| {
-        if let Some(b) = block.as_deref_mut() {
-            *b |= 1 << k;
-        }
-    };
-    let is_set =
-        |k: usize, block: &Option<&mut u64>| block.as_deref().is_some_and(|b| b & (1 << k) != 0);
-    if scan.ah == 0 {
-        // Progressive AC, first pass.
-        if *eobrun > 0 {
-            *eobrun -= 1;
-            return Ok(());
-        }
-        let mut k = ss;
-        while k <= se {
-            let rs = ac.decode(bits)?;
-            let (r, s) = (usize::from(rs >> 4), rs & 15);
-            if s == 0 {
-                if r == 15 {
-                    k += 16;
-                    continue;
-                }
-                *eobrun = (1 << r) + bits.bits(r as u8)? - 1;
-                return Ok(());
-            }
-            k += r;
-            if k > se {
-                return Err(too_far());
-            }
-            bits.bits(s)?;
-            set(k, &mut block);
-            k += 1;
-        }
-        return if k == se + 1 { Ok(()) } else { Err(too_far()) };
-    }
-    // Progressive AC, refinement (T.81 G.1.2.3, as libjpeg decodes it).
-    let mut k = ss;
-    if *eobrun == 0 {
-        while k <= se {
-            let rs = ac.decode(bits)?;
-            let (mut r, s) = (i32::from(rs >> 4), rs & 15);
-            if s != 0 {
-                if s != 1 {
-                    return Err(damaged("a refinement with a coefficient over one bit"));
-                }
-                bits.bit()?;
-            } else if r != 15 {
-                *eobrun = (1 << r) + bits.bits(r as u8)?;
-                break;
-            }
-            // Over the already-nonzero coefficients (one correction bit each) and r
-            // still-zero ones, to the one this symbol makes nonzero.
-            loop {
-                if k > se {
-                    break;
-                }
-                if is_set(k, &block) {
-                    bits.bit()?;
-                } else {
-                    r -= 1;
-                    if r < 0 {
-                        break;
-                    }
-                }
-                k += 1;
-            }
-            if s != 0 {
-                if k > se {
-                    return Err(too_far());
-                }
-                set(k, &mut block);
-            }
-            k += 1;
-        }
-    }
-    if *eobrun > 0 {
-        while k <= se {
-            if is_set(k, &block) {
-                bits.bit()?;
-            }
-            k += 1;
-        }
-        *eobrun -= 1;
     }
     Ok(())
 }

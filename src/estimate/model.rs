@@ -1,28 +1,24 @@
-//! The age model: an ONNX graph that takes an aligned face crop and returns the age, its
-//! uncertainty and the age after each correction step (contract: `models/README.md`).
+//! The age model: an ONNX graph that takes an aligned face crop and returns an
+//! [`AgeEstimate`] (contract: `models/README.md`).
 
 use std::path::Path;
 
 use image::RgbImage;
 
+use super::AgeEstimate;
 use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel, Runtime, ONNX_FLOAT};
 
 pub const INPUT: &str = "image";
+/// The outputs every age model has, in this order.
 pub const OUTPUTS: [&str; 3] = ["age", "sigma", "steps"];
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct AgeEstimate {
-    /// Years.
-    pub age: f32,
-    /// One standard deviation of the estimate, years.
-    pub sigma: f32,
-    /// The age after each correction step; the last equals `age`.
-    pub steps: Vec<f32>,
-}
+/// The optional output: P(age >= T) for [`super::P_OVER_AGES`], `[1, 5]`.
+pub const P_OVER: &str = "p_over";
 
 pub struct AgeModel {
     model: OnnxModel,
     crop_size: u32,
+    /// Whether the graph has the optional `p_over` output (run as the fourth output).
+    has_p_over: bool,
     /// Reused input buffer: `[1, 3, S, S]`.
     input: std::cell::RefCell<Vec<f32>>,
 }
@@ -44,18 +40,28 @@ impl AgeModel {
     /// Loads the model on `runtime`'s engine and threads.
     pub fn load_on(path: &Path, runtime: &Runtime) -> Result<Self, ModelError> {
         let file = OnnxFile::read(path)?;
-        let crop_size = check_contract(&file)?;
+        let (crop_size, has_p_over) = check_contract(&file)?;
         let s = crop_size as usize;
-        let model = file.into_runnable(&[1, 3, s, s], &OUTPUTS, runtime)?;
+        let mut outputs = OUTPUTS.to_vec();
+        if has_p_over {
+            outputs.push(P_OVER);
+        }
+        let model = file.into_runnable(&[1, 3, s, s], &outputs, runtime)?;
         Ok(Self {
             model,
             crop_size,
+            has_p_over,
             input: std::cell::RefCell::new(vec![0.0; 3 * s * s]),
         })
     }
 
     pub fn path(&self) -> &Path {
         self.model.path()
+    }
+
+    /// Whether the model gives `p_over`.
+    pub fn has_p_over(&self) -> bool {
+        self.has_p_over
     }
 
     /// Side of the aligned crop the model takes, in pixels.
@@ -94,10 +100,26 @@ impl AgeModel {
                 steps.len()
             )));
         }
+        let p_over = match outputs.get(3) {
+            None => None,
+            Some(p) => {
+                let p: [f32; 5] = p.as_slice().try_into().map_err(|_| {
+                    fail(format!(
+                        "`{P_OVER}` has {} values; the contract is 5",
+                        p.len()
+                    ))
+                })?;
+                if p.iter().any(|v| !(0.0..=1.0).contains(v)) {
+                    return Err(fail(format!("`{P_OVER}` {p:?} is not a probability")));
+                }
+                Some(p)
+            }
+        };
         let estimate = AgeEstimate {
             age: age[0],
             sigma: sigma[0],
             steps: steps.clone(),
+            p_over,
         };
         // A NaN or a negative sigma must never reach the policy: it would compare false
         // everywhere and could slip through a threshold.
@@ -113,8 +135,9 @@ impl AgeModel {
     }
 }
 
-/// Checks the declared interface and returns the crop size `S`.
-fn check_contract(file: &OnnxFile) -> Result<u32, ModelError> {
+/// Checks the declared interface; returns the crop size `S` and whether the optional
+/// `p_over` output is there.
+fn check_contract(file: &OnnxFile) -> Result<(u32, bool), ModelError> {
     let iface = &file.interface;
     let input = match iface.inputs.as_slice() {
         [only] => only,
@@ -148,5 +171,17 @@ fn check_contract(file: &OnnxFile) -> Result<u32, ModelError> {
             return Err(file.contract_error(format!("no output named `{name}`")));
         }
     }
-    u32::try_from(size).map_err(|_| file.contract_error(format!("crop size {size} is too large")))
+    let p_over = iface.outputs.iter().find(|o| o.name == P_OVER);
+    if let Some(p) = p_over {
+        let five = matches!(p.shape.as_deref(), Some([_, Dim::Fixed(5)]) | None);
+        if p.elem_type != ONNX_FLOAT || !five {
+            return Err(file.contract_error(format!(
+                "output `{P_OVER}` must be float32 [1, 5], it is {:?}",
+                p.shape
+            )));
+        }
+    }
+    let size = u32::try_from(size)
+        .map_err(|_| file.contract_error(format!("crop size {size} is too large")))?;
+    Ok((size, p_over.is_some()))
 }

@@ -1,0 +1,228 @@
+//! Subcommands of the `agegate` binary: parse, wire the library together, report. The
+//! device itself is [`run`]; the tools around it are [`tools`].
+
+mod run;
+mod tools;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use agegate::config::Board;
+use agegate::pipeline::Pipeline;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "agegate",
+    version,
+    about = "Offline age gating: photo or camera -> face -> age -> ALLOW / DENY / REFER"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Estimate the age of every face in each photo; one JSON line per photo.
+    Estimate(EstimateArgs),
+    /// Run the full pipeline over a labelled manifest and report accuracy and gate figures.
+    Eval(EvalArgs),
+    /// Write the aligned face crops of a manifest (training data made by the runtime itself).
+    Crops(CropsArgs),
+    /// Run the device: camera (or recording) -> decisions -> relay, LEDs and serial line.
+    Run(RunArgs),
+    /// Time every stage on this machine (medians, one thread); JSON report.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Board file: the models and the recording to take a frame from.
+    #[arg(long, default_value = "boards/dev.toml")]
+    pub board: PathBuf,
+    /// Write the report here (it is printed to stdout either way).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Timed runs per stage (after the warm-up).
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Time on this photo instead of the board's recording.
+    #[arg(long)]
+    pub photo: Option<PathBuf>,
+    /// Float age model to time beside the int8 one (default: age_student_f32.onnx beside
+    /// the board's age model, when it is there).
+    #[arg(long)]
+    pub f32_model: Option<PathBuf>,
+    /// int8 age model (default: age_student_int8.onnx beside the board's age model).
+    #[arg(long)]
+    pub int8_model: Option<PathBuf>,
+    /// Also time the same ONNX files with onnxruntime (feature `ort`; the library from
+    /// ORT_DYLIB_PATH or the project's Python venv) and report `tract_over_ort`.
+    #[arg(long)]
+    pub compare_onnxruntime: bool,
+    /// Also time detect, estimate and the frame with tract on this many threads, beside the
+    /// single-thread figures (default: the board's `[runtime] threads`).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Board file: models, policy, capture, serial, GPIO and session settings.
+    #[arg(long, default_value = "boards/dev.toml")]
+    pub board: PathBuf,
+    /// Do not print events (decisions, serial frames, pin changes) as JSON lines on stdout;
+    /// the audit log (stderr, AGEGATE_LOG=info) still has them.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Stop after N frames (with `loop = true` recordings, or `--loop`: soak and memory
+    /// runs).
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Play the board's recording over and over (as `[capture] loop = true`); refused for
+    /// a camera.
+    #[arg(long = "loop")]
+    pub looped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Board file: models, detector settings and the gate policy.
+    #[arg(long, default_value = "boards/dev.toml")]
+    pub board: PathBuf,
+    /// Use this age model instead of the board's (same contract, models/README.md).
+    #[arg(long)]
+    pub age_model: Option<PathBuf>,
+    /// Use this face detector instead of the board's.
+    #[arg(long)]
+    pub detector: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn board(&self) -> Result<Board> {
+        let mut board = Board::load(&self.board)?;
+        if let Some(age) = &self.age_model {
+            board.age_model = age.clone();
+        }
+        if let Some(detector) = &self.detector {
+            board.detector_model = detector.clone();
+        }
+        Ok(board)
+    }
+
+    fn pipeline(&self) -> Result<Pipeline> {
+        Ok(Pipeline::from_board(&self.board()?)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EstimateArgs {
+    /// Photos (JPEG, PNG, BMP, PNM), colour or greyscale, crops or whole photos.
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// CSV with columns path,age and optionally gender,race,subject.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Folder the manifest's paths are relative to (default: the manifest's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// Where to write the per-image CSV (default: beside the JSON, same name, .csv).
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Where to write an SVG plot of MAE by age band.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Evaluate only the first N rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CropsArgs {
+    /// CSV with columns path,age and optionally gender,race,subject.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Folder the manifest's paths are relative to (default: the manifest's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Output folder: PNG crops and manifest.csv.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Crop side in pixels (default: the board's age model's input size).
+    #[arg(long)]
+    pub size: Option<u32>,
+    /// Crop only the first N rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+/// How a command ended when it did not fail outright.
+pub enum Outcome {
+    Success,
+    /// Nothing could be processed (every input failed): exit status 1.
+    NothingProcessed,
+    /// The daemon stopped on a fault that needs a restart: exit status 3.
+    Fault,
+}
+
+pub fn run(cli: Cli) -> Result<Outcome> {
+    match cli.command {
+        Command::Estimate(args) => tools::estimate(args),
+        Command::Eval(args) => tools::eval(args),
+        Command::Crops(args) => tools::crops(args),
+        Command::Run(args) => run::daemon(args),
+        Command::Bench(args) => tools::bench(args),
+    }
+}
+
+/// Writes one line to standard output. A closed pipe (`agegate estimate ... | head -1`)
+/// is `Ok(false)`, so the command can stop quietly; no write here ever panics.
+pub(crate) fn print_line(line: &str) -> Result<bool> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// Writes one line to standard error, ignoring a closed stderr: there is nowhere left to
+/// report that.
+pub fn print_err(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Makes the folder of an output file and checks the file can be written, before a long
+/// run produces what would go into it.
+pub(crate) fn ensure_writable(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create the folder {}", parent.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

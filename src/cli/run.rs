@@ -1,0 +1,110 @@
+//! `agegate run`: the device. Builds the parts a board describes (gate first, so the
+//! relay is driven inactive before anything else can fail), hands them to the daemon and
+//! reports how the run ended.
+
+use anyhow::{Context, Result};
+
+use agegate::actuate::Gate;
+use agegate::capture::{self, SourceSettings};
+use agegate::config::Board;
+use agegate::daemon::{
+    Clock, Daemon, Event, Exit, ModelFiles, MonotonicClock, Parts, RecordingClock, StopSignal,
+    SystemdWatchdog,
+};
+use agegate::pipeline::Pipeline;
+use agegate::serial::link::{HostLink, SerialLink};
+use agegate::serial::SerialSettings;
+
+use super::{print_err, Outcome, RunArgs};
+
+pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
+    let started = std::time::Instant::now();
+    let mut board = Board::load(&args.board)?;
+    if args.looped {
+        board
+            .loop_recording()
+            .map_err(|e| anyhow::anyhow!("--loop: {e}"))?;
+    }
+    let key_missing = |key: &str| {
+        anyhow::anyhow!(
+            "board file {}: key `{key}`: missing; `agegate run` needs [capture] and [gpio]",
+            args.board.display()
+        )
+    };
+    let capture_settings = board
+        .capture
+        .clone()
+        .ok_or_else(|| key_missing("capture"))?;
+    let gpio = board.gpio.clone().ok_or_else(|| key_missing("gpio"))?;
+    // The relay first: it is driven inactive before anything else can fail.
+    let gate = Gate::from_settings(&gpio)?;
+    let stop = StopSignal::install().context("installing the stop-signal handler")?;
+    let load_started = std::time::Instant::now();
+    let pipeline = Pipeline::from_board(&board)?;
+    let models = ModelFiles::snapshot(
+        &[board.detector_model.clone(), board.age_model.clone()],
+        board.daemon.model_hash_ms,
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        ms = load_started.elapsed().as_millis() as u64,
+        "models loaded"
+    );
+    let source = capture::open(&capture_settings)?;
+    let link: Option<Box<dyn HostLink>> = match &board.serial {
+        SerialSettings::None => None,
+        SerialSettings::Port { path, baud } => {
+            Some(Box::new(SerialLink::open(path.clone(), *baud)?))
+        }
+    };
+    // A recording replays on its own timestamps (deterministic, as fast as it runs); the
+    // serial line and heartbeats keep wall time whatever the source.
+    let wall = MonotonicClock::default();
+    let clock: Box<dyn Clock> = match capture_settings.source {
+        SourceSettings::Camera { .. } => Box::new(wall),
+        _ => Box::new(RecordingClock::default()),
+    };
+    let parts = Parts {
+        source,
+        estimator: Box::new(pipeline),
+        link,
+        gate,
+        models: Box::new(models),
+        watchdog: Box::new(SystemdWatchdog::from_env()),
+        clock,
+        wall: Box::new(wall),
+        stop,
+    };
+    let quiet = args.quiet;
+    let first_decision = std::rc::Rc::new(std::cell::Cell::new(None));
+    let first = std::rc::Rc::clone(&first_decision);
+    let events = Box::new(move |event: Event| -> std::io::Result<()> {
+        use std::io::Write;
+        if matches!(event, Event::Decision { .. }) && first.get().is_none() {
+            first.set(Some(started.elapsed().as_secs_f64() * 1e3));
+        }
+        if quiet {
+            return Ok(());
+        }
+        let line = serde_json::to_string(&event).map_err(std::io::Error::other)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()
+    });
+    let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
+    if let Some(limit) = args.max_frames {
+        daemon.set_frame_limit(limit);
+    }
+    let exit = daemon.run();
+    let fmt_ms = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
+    print_err(&format!(
+        "agegate run: {exit:?}; {:?}; first decision {} after start (wall); peak RSS {}",
+        daemon.stats(),
+        fmt_ms(first_decision.get()),
+        agegate::tools::bench::rss_peak_mb().map_or("n/a".into(), |mb| format!("{mb:.1} MB")),
+    ));
+    Ok(match exit {
+        Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
+        Exit::Fault { .. } => Outcome::Fault,
+    })
+}

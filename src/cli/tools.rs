@@ -1,0 +1,247 @@
+//! The tool commands: `estimate`, `eval`, `crops`, `bench`.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use agegate::config::Board;
+use agegate::detect::FaceDetector;
+use agegate::estimate::AgeModel;
+use agegate::photo;
+use agegate::tools::{crops, eval, manifest};
+
+use super::{
+    ensure_writable, print_err, print_line, BenchArgs, CropsArgs, EstimateArgs, EvalArgs, Outcome,
+};
+
+const NO_ORT: &str = "--compare-onnxruntime needs a build with the `ort` feature: cargo run --release --features ort -- bench --compare-onnxruntime";
+
+pub(super) fn bench(args: BenchArgs) -> Result<Outcome> {
+    if args.compare_onnxruntime && !cfg!(feature = "ort") {
+        bail!(NO_ORT);
+    }
+    let board = Board::load(&args.board)?;
+    let sibling = |name: &str| {
+        let p = board.age_model.with_file_name(name);
+        p.is_file().then_some(p)
+    };
+    let settings = agegate::tools::bench::BenchSettings {
+        iterations: args.iterations.max(1),
+        warmup: args.warmup,
+        photo: args.photo.clone(),
+        f32_model: args
+            .f32_model
+            .clone()
+            .or_else(|| sibling("age_student_f32.onnx")),
+        int8_model: args
+            .int8_model
+            .clone()
+            .or_else(|| sibling("age_student_int8.onnx")),
+        threads: args.threads.unwrap_or(board.runtime.threads),
+    };
+    if let Err(message) = agegate::engine::check_threads(settings.threads) {
+        bail!("--threads {}: {message}", settings.threads);
+    }
+    if let Some(path) = &args.json {
+        ensure_writable(path)?;
+    }
+    if settings.f32_model.is_none() {
+        print_err(&format!(
+            "agegate bench: no float twin beside {} (make it with `python -m agegate_models.export`); estimate_ms_f32 left out",
+            board.age_model.display()
+        ));
+    }
+    let fallback = Path::new("tests/photos/grace_hopper.jpg");
+    let mut report = agegate::tools::bench::run(&board, &settings, fallback)?;
+    if args.compare_onnxruntime {
+        compare_onnxruntime(&board, &settings, &mut report)?;
+    }
+    let json = serde_json::to_string_pretty(&report)?;
+    print_line(&json)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(Outcome::Success)
+}
+
+#[cfg(not(feature = "ort"))]
+fn compare_onnxruntime(
+    _board: &Board,
+    _settings: &agegate::tools::bench::BenchSettings,
+    _report: &mut agegate::tools::bench::BenchReport,
+) -> Result<()> {
+    bail!(NO_ORT)
+}
+
+#[cfg(feature = "ort")]
+fn compare_onnxruntime(
+    board: &Board,
+    settings: &agegate::tools::bench::BenchSettings,
+    report: &mut agegate::tools::bench::BenchReport,
+) -> Result<()> {
+    use agegate::engine::onnxruntime::{find_library, OrtModel};
+    use agegate::tools::bench::time_median;
+    let library = find_library().map_err(anyhow::Error::msg)?;
+    let (w, i) = (settings.warmup, settings.iterations);
+    // The same input tensors tract sees: a letterboxed 128x128 frame for the detector, an
+    // aligned crop for the age model. Values do not change the time of these graphs.
+    let time = |path: &Path, shape: &[usize]| -> Result<f64> {
+        let mut model = OrtModel::load(path, 1)?;
+        let input = vec![0.5f32; shape.iter().product()];
+        Ok(time_median(w, i, || model.run(&input, shape).map(|_| ()))?)
+    };
+    // Input sizes as the tract run found them: no second load of the models.
+    let (s, d) = (report.age_input_px, report.detector_input_px);
+    let estimate_ort = time(&board.age_model, &[1, 3, s, s])?;
+    let detect_ort_single_pass = time(&board.detector_model, &[1, 3, d, d])?;
+    let mut ort = serde_json::json!({
+        "library": library,
+        "estimate_ms": estimate_ort,
+        "detector_pass_ms": detect_ort_single_pass,
+        "detector_pass_tract_over_ort": report.detect_graph_ms / detect_ort_single_pass,
+    });
+    for (key, model) in [
+        ("estimate_ms_f32", &settings.f32_model),
+        ("estimate_ms_int8", &settings.int8_model),
+    ] {
+        if let Some(path) = model {
+            ort[key] = serde_json::json!(time(path, &[1, 3, s, s])?);
+        }
+    }
+    report.tract_over_ort = Some(report.estimate_ms / estimate_ort);
+    report.onnxruntime = Some(ort);
+    Ok(())
+}
+
+pub(super) fn estimate(args: EstimateArgs) -> Result<Outcome> {
+    let pipeline = args.models.pipeline()?;
+    let mut processed = 0;
+    for path in &args.images {
+        let line = match photo::load_rgb_within(path, pipeline.max_pixels)
+            .map_err(anyhow::Error::from)
+            .and_then(|p| {
+                let faces = pipeline.process(&p)?;
+                Ok((p.width(), p.height(), faces))
+            }) {
+            Ok((width, height, faces)) => {
+                processed += 1;
+                if faces.is_empty() {
+                    serde_json::json!({"file": path, "width": width, "height": height, "faces": [], "decision": "REFER", "error": "no face found"})
+                } else {
+                    let decision = faces[0].decision;
+                    serde_json::json!({"file": path, "width": width, "height": height, "faces": faces, "decision": decision})
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), "{e:#}");
+                serde_json::json!({"file": path, "error": format!("{e:#}")})
+            }
+        };
+        if !print_line(&line.to_string())? {
+            // The reader went away (`| head`): nothing more to say to anyone.
+            break;
+        }
+    }
+    Ok(if processed == 0 {
+        Outcome::NothingProcessed
+    } else {
+        Outcome::Success
+    })
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn read_manifest(
+    path: &Path,
+    root: Option<&Path>,
+    limit: Option<usize>,
+) -> Result<Vec<manifest::Entry>> {
+    let mut entries = manifest::read(path, root)?;
+    if let Some(limit) = limit {
+        entries.truncate(limit);
+    }
+    Ok(entries)
+}
+
+pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| eval::default_csv_path(&args.json));
+    // Every output is checked before the evaluation, which can take an hour.
+    for path in [Some(&args.json), Some(&csv_path), args.plot.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        ensure_writable(path)?;
+    }
+    let pipeline = args.models.pipeline()?;
+    let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
+    let bar = progress_bar(entries.len());
+    let (predictions, elapsed) =
+        eval::timed(|| eval::predict_all(&pipeline, &entries, |_| bar.inc(1)));
+    bar.finish_and_clear();
+    eval::write_per_image_csv(&predictions, &csv_path)
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let report = eval::summarise(&predictions, &pipeline, &args.manifest, &csv_path, elapsed);
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.json, json + "\n")
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    if let Some(plot) = &args.plot {
+        eval::write_band_plot(&report, plot)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
+    }
+    let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    print_err(&format!(
+        "n {} | no face {} | failed {} | MAE {} | CS(5) {} | challenge-25 FPR {} | adult 25+ referral {} | {:.1} ms/image",
+        report.n,
+        report.no_face,
+        report.failed,
+        fmt(report.mae),
+        fmt(report.cs5),
+        fmt(report.challenge25_fpr),
+        fmt(report.adult25_referral_rate),
+        report.ms_per_image
+    ));
+    if report.n_estimated == 0 {
+        bail!("no image in {} could be estimated", args.manifest.display());
+    }
+    Ok(Outcome::Success)
+}
+
+pub(super) fn crops(args: CropsArgs) -> Result<Outcome> {
+    let board = args.models.board()?;
+    let detector = FaceDetector::load(&board.detector_model, board.detector.clone())?;
+    let size = match args.size {
+        Some(s) if (16..=1024).contains(&s) => s,
+        Some(s) => bail!("--size {s}: give a crop side between 16 and 1024 pixels"),
+        None => AgeModel::load(&board.age_model)?.crop_size(),
+    };
+    let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
+    let bar = progress_bar(entries.len());
+    let summary = crops::write_crops(
+        &detector,
+        &entries,
+        size,
+        board.max_pixels(),
+        &args.out,
+        || bar.inc(1),
+    )
+    .with_context(|| format!("writing crops under {}", args.out.display()))?;
+    bar.finish_and_clear();
+    print_line(&serde_json::to_string(&summary)?)?;
+    Ok(if summary.written == 0 {
+        Outcome::NothingProcessed
+    } else {
+        Outcome::Success
+    })
+}
