@@ -9,7 +9,8 @@
 use image::RgbImage;
 
 use crate::detect::{Face, LEFT_EYE, MOUTH_CENTRE, NOSE_TIP, RIGHT_EYE};
-use crate::warp::{warp_into, Affine, Border};
+pub use crate::warp::Affine;
+use crate::warp::{warp_into, Border};
 
 /// Template positions in the crop, as fractions of its side: right eye, left eye, nose tip,
 /// mouth centre (the subject's right eye is on the image's left).

@@ -16,6 +16,7 @@ use crate::daemon::{DaemonSettings, RawDaemon};
 use crate::decide::{Policy, RawPolicy};
 use crate::detect::{DetectorSettings, RawDetector};
 use crate::engine::{RawRuntime, RuntimeSettings};
+use crate::quality::{QualitySettings, RawQuality};
 use crate::serial::{RawSerial, SerialSettings};
 use crate::session::{RawSession, SessionSettings};
 use crate::settings::KeyError;
@@ -46,6 +47,8 @@ pub struct RawBoard {
     pub gpio: Option<RawGpio>,
     #[serde(default)]
     pub session: RawSession,
+    #[serde(default)]
+    pub quality: RawQuality,
     #[serde(default)]
     pub daemon: RawDaemon,
     #[serde(default)]
@@ -143,7 +146,10 @@ impl Board {
                 SerialSettings::from_raw(s).map_err(invalid)?
             }
         };
-        let session = SessionSettings::from_raw(raw.session).map_err(invalid)?;
+        let session = SessionSettings {
+            quality: QualitySettings::from_raw(raw.quality).map_err(invalid)?,
+            ..SessionSettings::from_raw(raw.session).map_err(invalid)?
+        };
         Ok(Board {
             name: raw.name,
             path: path.to_path_buf(),

@@ -1,12 +1,22 @@
-//! The gate's policy: Challenge 25 with an uncertainty margin.
+//! The gate's policy: when the estimate is enough to ALLOW, to DENY, or neither (REFER:
+//! staff checks an ID). Three rules, chosen by `[policy] rule`:
 //!
-//! ALLOW only when the estimate minus `k` standard deviations clears the challenge age;
-//! DENY only when the estimate plus `k` standard deviations is still under the legal age;
-//! everything in between is REFER (staff checks an ID). A missing face is REFER too.
+//! - `margin` (the default): ALLOW when `age - k_sigma * sigma >= challenge_age`, DENY
+//!   when `age + k_sigma * sigma < legal_age` (Challenge 25 with an uncertainty margin);
+//! - `threshold`: ALLOW when `age >= allow_at`, DENY when `age < deny_below`: the plain
+//!   threshold on the estimate that `agegate calibrate` sets from a labelled set;
+//! - `p_over`: ALLOW when the model's P(age >= `p_over_age`) is at least `allow_p`, DENY
+//!   when P(age >= legal age) is below `deny_p` (a model with the `p_over` output).
+//!
+//! Anything in between, anything non-finite and a missing face are REFER, with the reason.
+//! A host's REQUEST may raise the legal age (e.g. 21 for spirits): every threshold moves up
+//! by as much, so the board's margin is kept; it may never lower it below
+//! `min_request_age`.
 
 use serde::Deserialize;
 
 pub use crate::domain::{Decision, ReferReason};
+use crate::estimate::P_OVER_AGES;
 use crate::settings::KeyError;
 
 /// `[policy]` as written.
@@ -15,24 +25,74 @@ use crate::settings::KeyError;
 pub struct RawPolicy {
     pub legal_age: f32,
     pub challenge_age: f32,
-    pub k_sigma: f32,
+    /// "margin" (default), "threshold" or "p_over".
+    pub rule: Option<RuleKind>,
+    /// The margin rule's sigmas.
+    pub k_sigma: Option<f32>,
+    /// The threshold rule's ALLOW and DENY thresholds, years.
+    pub allow_at: Option<f32>,
+    pub deny_below: Option<f32>,
+    /// The p_over rule: the age whose probability ALLOWs, and the probabilities.
+    pub p_over_age: Option<u8>,
+    pub allow_p: Option<f32>,
+    pub deny_p: Option<f32>,
     /// The lowest legal age a host's REQUEST may ask for (default: `legal_age`).
     pub min_request_age: Option<f32>,
+    /// Where the rule's numbers come from (`agegate calibrate` writes it).
+    pub calibration: Option<Calibration>,
+}
+
+/// `[policy] rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    Margin,
+    Threshold,
+    POver,
+}
+
+/// `[policy.calibration]`: the labelled set a rule was calibrated on, and what it bounds.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// The set's name (its manifest's file name).
+    pub set: String,
+    /// Rows with a face, and the minors among them.
+    pub n: usize,
+    pub minors: usize,
+    /// SHA-256 of the manifest file.
+    pub manifest_sha256: String,
+    /// The bound asked for on under-18s allowed, and the one-sided 95 % upper bound met.
+    pub max_minor_allow: f64,
+    pub minor_allow_upper: f64,
+    /// Share of people 25+ of the set that the rule does not ALLOW.
+    pub adult_referral: f64,
+    /// When (UTC date).
+    pub date: String,
+}
+
+/// How the policy turns an estimate into a verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    Margin { k_sigma: f32 },
+    Threshold { allow_at: f32, deny_below: f32 },
+    POver { age: u8, allow_p: f32, deny_p: f32 },
 }
 
 /// Sane bounds for a policy, from a board file or a host's REQUEST: a legal age a
 /// jurisdiction could set, a challenge margin of at most 15 years, at most 5 sigmas.
-pub const LEGAL_AGES: std::ops::RangeInclusive<f32> = 10.0..=30.0;
-pub const MAX_CHALLENGE_MARGIN: f32 = 15.0;
-pub const K_SIGMAS: std::ops::RangeInclusive<f32> = 0.0..=5.0;
+pub(crate) const LEGAL_AGES: std::ops::RangeInclusive<f32> = 10.0..=30.0;
+pub(crate) const MAX_CHALLENGE_MARGIN: f32 = 15.0;
+pub(crate) const K_SIGMAS: std::ops::RangeInclusive<f32> = 0.0..=5.0;
+/// How far above the legal age a threshold rule may ALLOW.
+pub(crate) const MAX_ALLOW_ABOVE_LEGAL: f32 = 25.0;
 
-/// A validated policy: `legal_age` in [`LEGAL_AGES`], `challenge_age` from `legal_age` to
-/// `legal_age + 15`, `k_sigma` in [`K_SIGMAS`], all finite.
+/// A validated policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Policy {
     legal_age: f32,
     challenge_age: f32,
-    k_sigma: f32,
+    rule: Rule,
     /// The lowest legal age a REQUEST may ask for: a host may raise the board's age,
     /// never lower it below this.
     min_request_age: f32,
@@ -46,10 +106,43 @@ pub enum PolicyError {
     ChallengeAge { legal: f32, challenge: f32 },
     #[error("k_sigma ({0}) must be a number from 0 to 5")]
     Margin(f32),
+    #[error("allow_at ({allow_at}) must be from legal_age ({legal}) to legal_age + 25, and deny_below ({deny_below}) from 0 to legal_age")]
+    Threshold {
+        legal: f32,
+        allow_at: f32,
+        deny_below: f32,
+    },
+    #[error("p_over_age ({0}) must be one of the model's p_over ages 13, 16, 18, 21, 25, at or above legal_age")]
+    POverAge(u8),
+    #[error("allow_p ({allow_p}) must be in (0.5, 1) and deny_p ({deny_p}) in [0, 0.5)")]
+    POver { allow_p: f32, deny_p: f32 },
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+impl PolicyError {
+    /// The key this error names, as the board file spells it.
+    fn key(&self) -> &'static str {
+        match self {
+            PolicyError::LegalAge(_) => "policy.legal_age",
+            PolicyError::ChallengeAge { .. } => "policy.challenge_age",
+            PolicyError::Margin(_) => "policy.k_sigma",
+            PolicyError::Threshold { .. } => "policy.allow_at",
+            PolicyError::POverAge(_) => "policy.p_over_age",
+            PolicyError::POver { .. } => "policy.allow_p",
+            PolicyError::Missing(_) => "policy.rule",
+        }
+    }
 }
 
 impl Policy {
+    /// The margin rule (Challenge 25 with `k_sigma` sigmas).
     pub fn new(legal_age: f32, challenge_age: f32, k_sigma: f32) -> Result<Self, PolicyError> {
+        Self::with_rule(legal_age, challenge_age, Rule::Margin { k_sigma })
+    }
+
+    /// Any rule, checked against the ranges in the module docs.
+    pub fn with_rule(legal_age: f32, challenge_age: f32, rule: Rule) -> Result<Self, PolicyError> {
         // RangeInclusive::contains is false for NaN, so non-finite values are refused too.
         if !LEGAL_AGES.contains(&legal_age) {
             return Err(PolicyError::LegalAge(legal_age));
@@ -60,27 +153,102 @@ impl Policy {
                 challenge: challenge_age,
             });
         }
-        if !K_SIGMAS.contains(&k_sigma) {
-            return Err(PolicyError::Margin(k_sigma));
+        match rule {
+            Rule::Margin { k_sigma } if !K_SIGMAS.contains(&k_sigma) => {
+                return Err(PolicyError::Margin(k_sigma))
+            }
+            Rule::Threshold {
+                allow_at,
+                deny_below,
+            } if !(legal_age..=legal_age + MAX_ALLOW_ABOVE_LEGAL).contains(&allow_at)
+                || !(0.0..=legal_age).contains(&deny_below) =>
+            {
+                return Err(PolicyError::Threshold {
+                    legal: legal_age,
+                    allow_at,
+                    deny_below,
+                })
+            }
+            Rule::POver { age, .. }
+                if !P_OVER_AGES.contains(&age) || f32::from(age) < legal_age =>
+            {
+                return Err(PolicyError::POverAge(age))
+            }
+            Rule::POver {
+                allow_p, deny_p, ..
+            } if !(allow_p > 0.5 && allow_p < 1.0 && (0.0..0.5).contains(&deny_p)) => {
+                return Err(PolicyError::POver { allow_p, deny_p })
+            }
+            _ => {}
         }
         Ok(Self {
             legal_age,
             challenge_age,
-            k_sigma,
+            rule,
             min_request_age: legal_age,
         })
     }
 
     /// A validated `[policy]`.
     pub fn from_raw(raw: RawPolicy) -> Result<Self, KeyError> {
-        let policy = Self::new(raw.legal_age, raw.challenge_age, raw.k_sigma).map_err(|e| {
-            let key = match e {
-                PolicyError::LegalAge(_) => "policy.legal_age",
-                PolicyError::ChallengeAge { .. } => "policy.challenge_age",
-                PolicyError::Margin(_) => "policy.k_sigma",
-            };
-            KeyError::new(key, e.to_string())
-        })?;
+        let err = |e: PolicyError| KeyError::new(e.key(), e.to_string());
+        let rule = match raw.rule.unwrap_or(RuleKind::Margin) {
+            RuleKind::Margin => Rule::Margin {
+                k_sigma: raw
+                    .k_sigma
+                    .ok_or(PolicyError::Missing("the margin rule needs k_sigma"))
+                    .map_err(err)?,
+            },
+            RuleKind::Threshold => Rule::Threshold {
+                allow_at: raw
+                    .allow_at
+                    .ok_or(PolicyError::Missing("the threshold rule needs allow_at"))
+                    .map_err(err)?,
+                deny_below: raw
+                    .deny_below
+                    .ok_or(PolicyError::Missing("the threshold rule needs deny_below"))
+                    .map_err(err)?,
+            },
+            RuleKind::POver => Rule::POver {
+                age: raw
+                    .p_over_age
+                    .ok_or(PolicyError::Missing("the p_over rule needs p_over_age"))
+                    .map_err(err)?,
+                allow_p: raw
+                    .allow_p
+                    .ok_or(PolicyError::Missing("the p_over rule needs allow_p"))
+                    .map_err(err)?,
+                deny_p: raw.deny_p.unwrap_or(0.05),
+            },
+        };
+        // Keys of another rule are a mistake the board file should hear about.
+        let unused = match rule {
+            Rule::Margin { .. } => [
+                ("allow_at", raw.allow_at.is_some()),
+                ("deny_below", raw.deny_below.is_some()),
+                ("p_over_age", raw.p_over_age.is_some()),
+                ("allow_p", raw.allow_p.is_some()),
+            ],
+            Rule::Threshold { .. } => [
+                ("k_sigma", raw.k_sigma.is_some()),
+                ("p_over_age", raw.p_over_age.is_some()),
+                ("allow_p", raw.allow_p.is_some()),
+                ("deny_p", raw.deny_p.is_some()),
+            ],
+            Rule::POver { .. } => [
+                ("k_sigma", raw.k_sigma.is_some()),
+                ("allow_at", raw.allow_at.is_some()),
+                ("deny_below", raw.deny_below.is_some()),
+                ("deny_p", false),
+            ],
+        };
+        if let Some((key, _)) = unused.iter().find(|(_, set)| *set) {
+            return Err(KeyError::new(
+                format!("policy.{key}"),
+                "does not apply to this policy's rule",
+            ));
+        }
+        let policy = Self::with_rule(raw.legal_age, raw.challenge_age, rule).map_err(err)?;
         match raw.min_request_age {
             None => Ok(policy),
             Some(floor) => policy
@@ -102,13 +270,41 @@ impl Policy {
         self.min_request_age
     }
 
-    /// The same policy for a host that asks for `legal_age` (a REQUEST's required age),
-    /// keeping this policy's challenge margin and k_sigma.
+    /// The same policy for a host that asks for `legal_age` (a REQUEST's required age):
+    /// every threshold moves by the difference, so the board's margin is kept.
     pub fn with_legal_age(&self, legal_age: f32) -> Result<Self, PolicyError> {
-        let margin = self.challenge_age - self.legal_age;
+        let up = legal_age - self.legal_age;
+        let rule = match self.rule {
+            Rule::Margin { k_sigma } => Rule::Margin { k_sigma },
+            Rule::Threshold {
+                allow_at,
+                deny_below,
+            } => Rule::Threshold {
+                allow_at: allow_at + up,
+                deny_below: deny_below + up,
+            },
+            Rule::POver {
+                age,
+                allow_p,
+                deny_p,
+            } => {
+                let moved = f32::from(age) + up;
+                // The probability of another age is only there if the model has it.
+                let age = P_OVER_AGES
+                    .iter()
+                    .copied()
+                    .find(|&a| f32::from(a) == moved)
+                    .ok_or(PolicyError::POverAge(age))?;
+                Rule::POver {
+                    age,
+                    allow_p,
+                    deny_p,
+                }
+            }
+        };
         Ok(Self {
             min_request_age: self.min_request_age,
-            ..Self::new(legal_age, legal_age + margin, self.k_sigma)?
+            ..Self::with_rule(legal_age, self.challenge_age + up, rule)?
         })
     }
 
@@ -120,41 +316,106 @@ impl Policy {
         self.challenge_age
     }
 
-    pub fn k_sigma(&self) -> f32 {
-        self.k_sigma
+    pub fn rule(&self) -> Rule {
+        self.rule
+    }
+
+    /// Whether the rule needs the model's `p_over` output.
+    pub fn needs_p_over(&self) -> bool {
+        matches!(self.rule, Rule::POver { .. })
     }
 
     /// Decides for one estimate. Non-finite input is REFER: the gate never opens on
     /// something it cannot read.
-    pub fn decide(&self, age: f32, sigma: f32) -> Decision {
-        self.decide_why(age, sigma).0
+    pub fn decide(&self, age: f32, sigma: f32, p_over: Option<[f32; 5]>) -> Decision {
+        self.decide_why(age, sigma, p_over).0
     }
 
     /// [`Policy::decide`] with the reason of a REFER.
-    pub fn decide_why(&self, age: f32, sigma: f32) -> (Decision, Option<ReferReason>) {
-        let verdict = self.verdict(age, sigma);
-        let reason = match verdict {
-            Decision::Refer if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) => {
-                Some(ReferReason::Unreadable)
+    pub fn decide_why(
+        &self,
+        age: f32,
+        sigma: f32,
+        p_over: Option<[f32; 5]>,
+    ) -> (Decision, Option<ReferReason>) {
+        let unreadable = (Decision::Refer, Some(ReferReason::Unreadable));
+        if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) {
+            return unreadable;
+        }
+        let verdict = match self.rule {
+            Rule::Margin { k_sigma } => {
+                let margin = k_sigma * sigma;
+                if age - margin >= self.challenge_age {
+                    Decision::Allow
+                } else if age + margin < self.legal_age {
+                    Decision::Deny
+                } else {
+                    Decision::Refer
+                }
             }
-            Decision::Refer => Some(ReferReason::Uncertain),
-            _ => None,
+            Rule::Threshold {
+                allow_at,
+                deny_below,
+            } => {
+                if age >= allow_at {
+                    Decision::Allow
+                } else if age < deny_below {
+                    Decision::Deny
+                } else {
+                    Decision::Refer
+                }
+            }
+            Rule::POver {
+                age: at,
+                allow_p,
+                deny_p,
+            } => {
+                let p = |t: u8| {
+                    let i = P_OVER_AGES.iter().position(|&a| a == t)?;
+                    p_over.map(|p| p[i]).filter(|v| (0.0..=1.0).contains(v))
+                };
+                // The legal age's probability decides DENY: the nearest p_over age at or
+                // above it (the most cautious one the model gives).
+                let legal = P_OVER_AGES
+                    .iter()
+                    .copied()
+                    .find(|&a| f32::from(a) >= self.legal_age);
+                match (p(at), legal.and_then(p)) {
+                    (Some(allow), _) if allow >= allow_p => Decision::Allow,
+                    (Some(_), Some(adult)) if adult < deny_p => Decision::Deny,
+                    (Some(_), _) => Decision::Refer,
+                    (None, _) => return unreadable,
+                }
+            }
         };
+        let reason = (verdict == Decision::Refer).then_some(ReferReason::Uncertain);
         (verdict, reason)
     }
 
-    fn verdict(&self, age: f32, sigma: f32) -> Decision {
-        if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) {
-            return Decision::Refer;
+    /// A DECISION's confidence, percent: for ALLOW the probability that the person is at
+    /// least the challenge age (the model's own for the p_over rule, else a normal with the
+    /// window's age and sigma), for DENY that they are under the legal age; 0 for REFER.
+    pub fn confidence(
+        &self,
+        decision: Decision,
+        age: f32,
+        sigma: f32,
+        p_over: Option<[f32; 5]>,
+    ) -> u8 {
+        if let (Rule::POver { age: at, .. }, Some(p)) = (self.rule, p_over) {
+            let of = |t: u8| P_OVER_AGES.iter().position(|&a| a == t).map(|i| p[i]);
+            let legal = P_OVER_AGES
+                .iter()
+                .copied()
+                .find(|&a| f32::from(a) >= self.legal_age);
+            let v = match decision {
+                Decision::Allow => of(at),
+                Decision::Deny => legal.and_then(of).map(|p| 1.0 - p),
+                Decision::Refer => Some(0.0),
+            };
+            return (v.unwrap_or(0.0) * 100.0).round().clamp(0.0, 100.0) as u8;
         }
-        let margin = self.k_sigma * sigma;
-        if age - margin >= self.challenge_age {
-            Decision::Allow
-        } else if age + margin < self.legal_age {
-            Decision::Deny
-        } else {
-            Decision::Refer
-        }
+        crate::domain::confidence(decision, age, sigma, self.legal_age, self.challenge_age)
     }
 }
 
@@ -162,17 +423,22 @@ impl Policy {
 mod tests {
     use super::*;
 
+    fn raw(text: &str) -> RawPolicy {
+        toml::from_str(text).expect("policy toml")
+    }
+
     #[test]
     fn challenge_25_with_margin() {
         let p = Policy::new(18.0, 25.0, 1.0).unwrap();
-        assert_eq!(p.decide(30.0, 5.0), Decision::Allow);
-        assert_eq!(p.decide(30.0, 5.1), Decision::Refer);
-        assert_eq!(p.decide(12.0, 5.9), Decision::Deny);
-        assert_eq!(p.decide(12.0, 6.0), Decision::Refer);
-        assert_eq!(p.decide(21.0, 0.0), Decision::Refer);
-        assert_eq!(p.decide(f32::NAN, 1.0), Decision::Refer);
-        assert_eq!(p.decide(40.0, f32::INFINITY), Decision::Refer);
-        assert_eq!(p.decide(40.0, -1.0), Decision::Refer);
+        let d = |age, sigma| p.decide(age, sigma, None);
+        assert_eq!(d(30.0, 5.0), Decision::Allow);
+        assert_eq!(d(30.0, 5.1), Decision::Refer);
+        assert_eq!(d(12.0, 5.9), Decision::Deny);
+        assert_eq!(d(12.0, 6.0), Decision::Refer);
+        assert_eq!(d(21.0, 0.0), Decision::Refer);
+        assert_eq!(d(f32::NAN, 1.0), Decision::Refer);
+        assert_eq!(d(40.0, f32::INFINITY), Decision::Refer);
+        assert_eq!(d(40.0, -1.0), Decision::Refer);
     }
 
     #[test]
@@ -194,31 +460,163 @@ mod tests {
         assert!(Policy::new(30.0, 30.0, 1.0).is_ok());
         assert!(Policy::new(31.0, 31.0, 1.0).is_err());
         assert!(Policy::new(18.0, 25.0, f32::INFINITY).is_err());
+        // A threshold below the legal age, a probability that is not one.
+        let t = |allow_at, deny_below| {
+            Policy::with_rule(
+                18.0,
+                25.0,
+                Rule::Threshold {
+                    allow_at,
+                    deny_below,
+                },
+            )
+        };
+        assert!(t(27.0, 15.0).is_ok());
+        assert!(t(17.0, 15.0).is_err());
+        assert!(t(27.0, 19.0).is_err());
+        let p = |age, allow_p| {
+            Policy::with_rule(
+                18.0,
+                25.0,
+                Rule::POver {
+                    age,
+                    allow_p,
+                    deny_p: 0.05,
+                },
+            )
+        };
+        assert!(p(25, 0.95).is_ok());
+        assert_eq!(p(17, 0.95), Err(PolicyError::POverAge(17)));
+        assert_eq!(
+            p(16, 0.95),
+            Err(PolicyError::POverAge(16)),
+            "below the legal age"
+        );
+        assert!(p(25, 1.0).is_err() && p(25, 0.3).is_err());
+    }
+
+    #[test]
+    fn the_policy_section_names_its_keys() {
+        let ok = raw("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 28.5\ndeny_below = 14");
+        let p = Policy::from_raw(ok).unwrap();
+        assert_eq!(
+            p.rule(),
+            Rule::Threshold {
+                allow_at: 28.5,
+                deny_below: 14.0
+            }
+        );
+        let cases = [
+            ("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 28.5", "policy.rule"),
+            ("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 50\ndeny_below = 14", "policy.allow_at"),
+            ("legal_age = 18\nchallenge_age = 25\nk_sigma = 1\nallow_at = 28", "policy.allow_at"),
+            ("legal_age = 18\nchallenge_age = 25\nrule = \"p_over\"\np_over_age = 20\nallow_p = 0.9", "policy.p_over_age"),
+            ("legal_age = 18\nchallenge_age = 25\n", "policy.rule"),
+        ];
+        for (text, key) in cases {
+            let e = Policy::from_raw(raw(text)).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {e}");
+        }
+        assert!(toml::from_str::<RawPolicy>(
+            "legal_age = 18\nchallenge_age = 25\nk_sigma = 1\nfoo = 2"
+        )
+        .is_err());
+        assert!(toml::from_str::<RawPolicy>(
+            "legal_age = 18\nchallenge_age = 25\nrule = \"vibes\""
+        )
+        .is_err());
     }
 
     #[test]
     fn a_host_asks_for_its_own_legal_age_with_the_board_margin() {
         let board = Policy::new(18.0, 25.0, 1.0).unwrap();
         let p = board.with_legal_age(21.0).unwrap();
-        assert_eq!(
-            (p.legal_age(), p.challenge_age(), p.k_sigma()),
-            (21.0, 28.0, 1.0)
-        );
+        assert_eq!((p.legal_age(), p.challenge_age()), (21.0, 28.0));
+        assert_eq!(p.rule(), Rule::Margin { k_sigma: 1.0 });
         assert!(board.with_legal_age(1.0).is_err());
         assert!(board.with_legal_age(255.0).is_err());
+        let t = Policy::with_rule(
+            18.0,
+            25.0,
+            Rule::Threshold {
+                allow_at: 27.0,
+                deny_below: 15.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            t.with_legal_age(21.0).unwrap().rule(),
+            Rule::Threshold {
+                allow_at: 30.0,
+                deny_below: 18.0
+            }
+        );
+        let p = Policy::with_rule(
+            18.0,
+            25.0,
+            Rule::POver {
+                age: 18,
+                allow_p: 0.9,
+                deny_p: 0.05,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            p.with_legal_age(21.0).unwrap().rule(),
+            Rule::POver { age: 21, .. }
+        ));
+        assert!(
+            p.with_legal_age(19.0).is_err(),
+            "the model has no P(age >= 19)"
+        );
     }
 
     #[test]
-    fn refer_says_why() {
-        let p = Policy::new(18.0, 25.0, 1.0).unwrap();
-        assert_eq!(p.decide_why(40.0, 2.0), (Decision::Allow, None));
+    fn every_rule_refers_with_a_reason() {
+        let m = Policy::new(18.0, 25.0, 1.0).unwrap();
+        assert_eq!(m.decide_why(40.0, 2.0, None), (Decision::Allow, None));
         assert_eq!(
-            p.decide_why(24.0, 2.0),
+            m.decide_why(24.0, 2.0, None),
             (Decision::Refer, Some(ReferReason::Uncertain))
         );
         assert_eq!(
-            p.decide_why(f32::NAN, 2.0),
+            m.decide_why(f32::NAN, 2.0, None),
             (Decision::Refer, Some(ReferReason::Unreadable))
+        );
+        let t = Policy::with_rule(
+            18.0,
+            25.0,
+            Rule::Threshold {
+                allow_at: 27.0,
+                deny_below: 15.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(t.decide(27.0, 9.0, None), Decision::Allow);
+        assert_eq!(t.decide(26.9, 0.1, None), Decision::Refer);
+        assert_eq!(t.decide(14.9, 9.0, None), Decision::Deny);
+        let p = Policy::with_rule(
+            18.0,
+            25.0,
+            Rule::POver {
+                age: 25,
+                allow_p: 0.9,
+                deny_p: 0.05,
+            },
+        )
+        .unwrap();
+        let probs = |p18, p25| Some([1.0, 1.0, p18, (p18 + p25) / 2.0, p25]);
+        assert_eq!(p.decide(30.0, 5.0, probs(0.99, 0.95)), Decision::Allow);
+        assert_eq!(p.decide(30.0, 5.0, probs(0.99, 0.5)), Decision::Refer);
+        assert_eq!(p.decide(12.0, 5.0, probs(0.01, 0.0)), Decision::Deny);
+        assert_eq!(
+            p.decide_why(30.0, 5.0, None),
+            (Decision::Refer, Some(ReferReason::Unreadable))
+        );
+        assert_eq!(p.decide(30.0, 5.0, Some([f32::NAN; 5])), Decision::Refer);
+        assert_eq!(
+            p.confidence(Decision::Allow, 30.0, 5.0, probs(0.99, 0.95)),
+            95
         );
     }
 }

@@ -32,6 +32,9 @@ pub enum ReferReason {
     NoFace,
     /// The window timed out with too few frames of one person.
     Timeout,
+    /// The window timed out: the face was there, but too small, turned, blurred or badly
+    /// exposed to count (`[quality]`).
+    LowQuality,
     /// Another face was in view (`[session] other_faces = "refer"`).
     OtherFaces,
     /// An estimate the gate cannot read (non-finite: a bug upstream).
@@ -52,6 +55,7 @@ impl ReferReason {
             Self::Uncertain => "uncertain",
             Self::NoFace => "no_face",
             Self::Timeout => "timeout",
+            Self::LowQuality => "low_quality",
             Self::OtherFaces => "other_faces",
             Self::Unreadable => "unreadable",
             Self::Fault => "fault",
@@ -153,7 +157,7 @@ impl AgeBand {
 }
 
 /// Standard normal CDF (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
-pub fn normal_cdf(z: f64) -> f64 {
+pub(crate) fn normal_cdf(z: f64) -> f64 {
     let x = z / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let poly = t

@@ -27,6 +27,7 @@ pub mod jpeg;
 pub mod photo;
 #[cfg(feature = "inference")]
 pub mod pipeline;
+pub mod quality;
 pub mod serial;
 pub mod session;
 pub mod settings;

@@ -1,4 +1,4 @@
-//! One photo through every stage: detect -> align -> estimate -> decide.
+//! One photo through every stage: detect -> align -> quality, estimate -> decide.
 
 use image::RgbImage;
 
@@ -7,9 +7,10 @@ use crate::config::Board;
 use crate::daemon::{FaceEstimator, FrameFaces, MAX_OTHER_FACES};
 use crate::decide::Policy;
 use crate::detect::{main_face, Face, FaceDetector};
-use crate::domain::Decision;
+use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
+use crate::quality::{Quality, QualitySettings};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaceResult {
@@ -17,7 +18,11 @@ pub struct FaceResult {
     pub face: Face,
     #[serde(flatten)]
     pub estimate: AgeEstimate,
+    pub quality: Quality,
     pub decision: Decision,
+    /// Why a REFER is a REFER (absent for ALLOW and DENY).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ReferReason>,
     /// True for the face the gate decides on (largest and most central).
     pub main: bool,
 }
@@ -26,6 +31,8 @@ pub struct Pipeline {
     pub detector: FaceDetector,
     pub age_model: AgeModel,
     pub policy: Policy,
+    /// A face below this gate is decided REFER, reason `low_quality` (`[quality]`).
+    pub quality: QualitySettings,
     /// Photos above this many pixels are refused before decoding (`[capture] max_pixels`).
     pub max_pixels: u64,
     crop: std::cell::RefCell<RgbImage>,
@@ -38,6 +45,7 @@ impl Pipeline {
             detector,
             age_model,
             policy,
+            quality: QualitySettings::default(),
             max_pixels: crate::jpeg::DEFAULT_MAX_PIXELS,
             crop: std::cell::RefCell::new(RgbImage::new(size, size)),
         }
@@ -60,8 +68,20 @@ impl Pipeline {
         let detector =
             FaceDetector::load_on(&board.detector_model, board.detector.clone(), runtime)?;
         let age_model = AgeModel::load_on(&board.age_model, runtime)?;
+        if board.policy.needs_p_over() && !age_model.has_p_over() {
+            // A p_over rule on a model without the output could never ALLOW: refuse the
+            // pair at start, naming both.
+            return Err(ModelError::Contract {
+                path: board.age_model.clone(),
+                reason: format!(
+                    "board {} has `[policy] rule = \"p_over\"` and this model has no `p_over` output",
+                    board.path.display()
+                ),
+            });
+        }
         let mut pipeline = Self::new(detector, age_model, board.policy);
         pipeline.max_pixels = board.max_pixels();
+        pipeline.quality = board.daemon.session.quality;
         Ok(pipeline)
     }
 
@@ -73,22 +93,35 @@ impl Pipeline {
         }
         let mut results = Vec::with_capacity(faces.len());
         for (i, face) in faces.into_iter().enumerate() {
-            let estimate = self.estimate_face(photo, &face)?;
-            let decision = self.policy.decide(estimate.age, estimate.sigma);
+            let (estimate, quality) = self.estimate_face(photo, &face)?;
+            let (decision, reason) = match self.quality.failure(&quality) {
+                Some(_) => (Decision::Refer, Some(ReferReason::LowQuality)),
+                None => self
+                    .policy
+                    .decide_why(estimate.age, estimate.sigma, estimate.p_over),
+            };
             results.push(FaceResult {
                 face,
                 estimate,
+                quality,
                 decision,
+                reason,
                 main: i == 0,
             });
         }
         Ok(results)
     }
 
-    pub fn estimate_face(&self, photo: &RgbImage, face: &Face) -> Result<AgeEstimate, ModelError> {
+    /// The estimate of one face, and its quality.
+    pub fn estimate_face(
+        &self,
+        photo: &RgbImage,
+        face: &Face,
+    ) -> Result<(AgeEstimate, Quality), ModelError> {
         let mut crop = self.crop.borrow_mut();
         aligned_crop_into(photo, face, &mut crop);
-        self.age_model.estimate(&crop)
+        let quality = Quality::measure(face, &crop);
+        Ok((self.age_model.estimate(&crop)?, quality))
     }
 }
 
@@ -105,9 +138,11 @@ impl FaceEstimator for Pipeline {
             .map(|(_, f)| f.bbox)
             .take(MAX_OTHER_FACES)
             .collect();
+        let (estimate, quality) = self.estimate_face(frame, &faces[i])?;
         Ok(FrameFaces {
-            main: Some((faces[i].bbox, self.estimate_face(frame, &faces[i])?)),
+            main: Some((faces[i].bbox, estimate)),
             others,
+            quality: Some(quality),
         })
     }
 }

@@ -42,10 +42,11 @@ use crate::decide::Policy;
 use crate::detect::BBox;
 use crate::domain::{Decision, ReferReason};
 use crate::estimate::AgeEstimate;
+use crate::quality::{Quality, QualitySettings};
 use crate::settings::KeyError;
 
 /// Largest window the fixed-size sample buffer holds.
-pub const MAX_WINDOW: usize = 64;
+pub(crate) const MAX_WINDOW: usize = 64;
 
 /// How a decision window behaves. Validate with [`SessionSettings::validate`] (done by
 /// [`Session::new`]).
@@ -55,7 +56,7 @@ pub struct SessionSettings {
     pub trigger: Trigger,
     /// Estimates of one person needed before deciding.
     pub min_frames: usize,
-    /// Estimates kept; older ones are dropped (at most [`MAX_WINDOW`]).
+    /// Estimates kept; older ones are dropped (at most 64).
     pub max_frames: usize,
     /// From the start of the session to a REFER if no decision was reached.
     pub timeout_ms: u64,
@@ -67,6 +68,8 @@ pub struct SessionSettings {
     pub other_faces: OtherFaces,
     /// Other faces narrower than this (box width, source pixels) do not count.
     pub other_face_min_px: f32,
+    /// A frame whose main face fails this gate does not count (`[quality]`).
+    pub quality: QualitySettings,
 }
 
 /// `[session] trigger`: what starts a decision.
@@ -118,6 +121,7 @@ impl Default for SessionSettings {
             lost_face_ms: 500,
             other_faces: OtherFaces::Refer,
             other_face_min_px: 48.0,
+            quality: QualitySettings::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl SessionSettings {
             lost_face_ms: raw.lost_face_ms.unwrap_or(d.lost_face_ms),
             other_faces: raw.other_faces.unwrap_or(d.other_faces),
             other_face_min_px: raw.other_face_min_px.unwrap_or(d.other_face_min_px),
+            quality: d.quality,
         };
         settings
             .validate()
@@ -206,12 +211,73 @@ pub struct Aggregate {
     pub sigma: f32,
     /// Estimates it rests on.
     pub frames: usize,
+    /// Per threshold, the median of P(age >= T) (when every estimate has it).
+    pub p_over: Option<[f32; 5]>,
+}
+
+impl Aggregate {
+    /// The aggregate of a window's estimates (see the module docs); `None` when empty.
+    pub fn of(estimates: &[AgeEstimate]) -> Option<Self> {
+        let samples: Vec<Sample> = estimates.iter().map(Sample::of).collect();
+        aggregate(samples.iter())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
     age: f32,
     sigma: f32,
+    p_over: Option<[f32; 5]>,
+}
+
+impl Sample {
+    fn of(e: &AgeEstimate) -> Self {
+        Self {
+            age: e.age,
+            sigma: e.sigma,
+            p_over: e.p_over,
+        }
+    }
+}
+
+/// Median age, robust sigma and median p_over of some samples (module docs).
+fn aggregate<'a>(samples: impl ExactSizeIterator<Item = &'a Sample>) -> Option<Aggregate> {
+    let n = samples.len().min(MAX_WINDOW);
+    if n == 0 {
+        return None;
+    }
+    let mut ages = [0.0f32; MAX_WINDOW];
+    let mut sigmas = [0.0f32; MAX_WINDOW];
+    let mut p_over = [[0.0f32; MAX_WINDOW]; 5];
+    let mut all_p_over = true;
+    for (i, s) in samples.take(n).enumerate() {
+        ages[i] = s.age;
+        sigmas[i] = s.sigma;
+        match s.p_over {
+            Some(p) => (0..5).for_each(|t| p_over[t][i] = p[t]),
+            None => all_p_over = false,
+        }
+    }
+    let age = median(&mut ages[..n]);
+    let sigma_model = median(&mut sigmas[..n]);
+    for a in &mut ages[..n] {
+        *a = (*a - age).abs();
+    }
+    let spread = 1.4826 * median(&mut ages[..n]);
+    let sigma = (sigma_model * sigma_model + spread * spread).sqrt();
+    let p_over = all_p_over.then(|| {
+        let mut out = [0.0f32; 5];
+        for (t, values) in p_over.iter_mut().enumerate() {
+            out[t] = median(&mut values[..n]);
+        }
+        out
+    });
+    Some(Aggregate {
+        age,
+        sigma,
+        frames: n,
+        p_over,
+    })
 }
 
 /// One decision window. Make one per REQUEST; feed it every frame with
@@ -229,6 +295,8 @@ pub struct Session {
     other_face_seen: bool,
     /// Any face was seen in this window (for the reason of a timeout).
     face_seen: bool,
+    /// A face was left out for its quality (for the reason of a timeout).
+    low_quality_seen: bool,
     decided: Option<(Decision, Option<ReferReason>)>,
     /// Times the window restarted for a new person.
     resets: u32,
@@ -251,6 +319,7 @@ impl Session {
             poisoned: false,
             other_face_seen: false,
             face_seen: false,
+            low_quality_seen: false,
             decided: None,
             resets: 0,
         })
@@ -282,7 +351,7 @@ impl Session {
     /// One camera frame: the main face's box and its estimate, or `None` when no face
     /// was found (or the estimate failed). Ignored once the session has decided.
     pub fn observe(&mut self, now_ms: u64, face: Option<(BBox, AgeEstimate)>) {
-        self.observe_frame(now_ms, face, &[]);
+        self.observe_frame(now_ms, face, &[], None);
     }
 
     /// [`Session::observe`] with the boxes of the frame's other faces.
@@ -291,6 +360,7 @@ impl Session {
         now_ms: u64,
         face: Option<(BBox, AgeEstimate)>,
         others: &[BBox],
+        quality: Option<&Quality>,
     ) {
         if self.decided.is_some() {
             return;
@@ -315,6 +385,12 @@ impl Session {
             return;
         };
         self.face_seen = true;
+        if let Some(why) = quality.and_then(|q| self.settings.quality.failure(q)) {
+            // Not this frame: the face is there, its estimate is not to be trusted.
+            tracing::debug!(why, "session: frame left out for its quality");
+            self.low_quality_seen = true;
+            return;
+        }
         if !(estimate.age.is_finite() && estimate.sigma.is_finite() && estimate.sigma >= 0.0) {
             tracing::warn!(
                 age = estimate.age,
@@ -347,10 +423,7 @@ impl Session {
             self.samples.pop_front();
         }
         // Cannot fail: max_frames <= MAX_WINDOW and the oldest sample was just dropped.
-        let _ = self.samples.push_back(Sample {
-            age: estimate.age,
-            sigma: estimate.sigma,
-        });
+        let _ = self.samples.push_back(Sample::of(&estimate));
         self.track = Some((bbox, now_ms));
     }
 
@@ -372,11 +445,13 @@ impl Session {
             .filter(|a| a.frames >= self.settings.min_frames)
         {
             // No age in the log, not even at debug: the audit log keeps bands only.
-            self.policy.decide_why(agg.age, agg.sigma)
+            self.policy.decide_why(agg.age, agg.sigma, agg.p_over)
         } else if now_ms.saturating_sub(self.started_ms) >= self.settings.timeout_ms {
             tracing::debug!(frames = self.samples.len(), "session: timed out, REFER");
             let reason = if !self.face_seen {
                 ReferReason::NoFace
+            } else if self.low_quality_seen && self.samples.is_empty() {
+                ReferReason::LowQuality
             } else {
                 ReferReason::Timeout
             };
@@ -395,28 +470,7 @@ impl Session {
 
     /// The current window's aggregate, `None` while it is empty.
     pub fn aggregate(&self) -> Option<Aggregate> {
-        let n = self.samples.len();
-        if n == 0 {
-            return None;
-        }
-        let mut ages = [0.0f32; MAX_WINDOW];
-        let mut sigmas = [0.0f32; MAX_WINDOW];
-        for (i, s) in self.samples.iter().enumerate() {
-            ages[i] = s.age;
-            sigmas[i] = s.sigma;
-        }
-        let age = median(&mut ages[..n]);
-        let sigma_model = median(&mut sigmas[..n]);
-        for a in &mut ages[..n] {
-            *a = (*a - age).abs();
-        }
-        let spread = 1.4826 * median(&mut ages[..n]);
-        let sigma = (sigma_model * sigma_model + spread * spread).sqrt();
-        Some(Aggregate {
-            age,
-            sigma,
-            frames: n,
-        })
+        aggregate(self.samples.iter())
     }
 
     /// Forgets the followed person if they have been gone longer than `lost_face_ms`.
@@ -799,13 +853,13 @@ mod tests {
         };
         let adult = |s: &mut Session, others: &[BBox]| {
             for i in 0..5u64 {
-                s.observe_frame(i * 66, Some((bbox(i as f32), est(40.0, 2.0))), others);
+                s.observe_frame(i * 66, Some((bbox(i as f32), est(40.0, 2.0))), others, None);
             }
             s.poll(5 * 66)
         };
         // A child beside the adult for one frame: REFER, and why.
         let mut s = session(0);
-        s.observe_frame(0, Some((bbox(0.0), est(40.0, 2.0))), &[near]);
+        s.observe_frame(0, Some((bbox(0.0), est(40.0, 2.0))), &[near], None);
         assert_eq!(adult(&mut s, &[]), Some(Decision::Refer));
         assert_eq!(s.refer_reason(), Some(ReferReason::OtherFaces));
         // A passer-by far behind (30 px wide, under 48) does not count.

@@ -21,7 +21,11 @@ impl KeyError {
 }
 
 /// `value` if it lies in `range`, else an error naming `key` and the range.
-pub fn in_range<T>(key: &str, value: T, range: std::ops::RangeInclusive<T>) -> Result<T, KeyError>
+pub(crate) fn in_range<T>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, KeyError>
 where
     T: PartialOrd + std::fmt::Display + Copy,
 {

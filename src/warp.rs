@@ -47,7 +47,7 @@ impl Affine {
 
 /// What a tap outside the source image reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Border {
+pub(crate) enum Border {
     /// Black, as the detector's letterbox padding.
     Black,
     /// The nearest edge pixel, so an aligned crop near the photo's edge has no hard black
@@ -59,7 +59,13 @@ pub enum Border {
 const MAX_TAPS: usize = 4;
 
 #[cfg(test)]
-pub fn warp(source: &RgbImage, map: &Affine, width: u32, height: u32, border: Border) -> RgbImage {
+pub(crate) fn warp(
+    source: &RgbImage,
+    map: &Affine,
+    width: u32,
+    height: u32,
+    border: Border,
+) -> RgbImage {
     let mut out = RgbImage::new(width, height);
     warp_into(source, map, border, &mut out);
     out
@@ -71,7 +77,7 @@ pub fn warp(source: &RgbImage, map: &Affine, width: u32, height: u32, border: Bo
 /// face) takes the separable path: the same taps and bilinear weights, summed per axis,
 /// which is about ten times faster than sampling each tap in 2-D. The two paths agree to
 /// float rounding (at most one level of 255 on a rare pixel).
-pub fn warp_into(source: &RgbImage, map: &Affine, border: Border, out: &mut RgbImage) {
+pub(crate) fn warp_into(source: &RgbImage, map: &Affine, border: Border, out: &mut RgbImage) {
     if source.width() == 0 || source.height() == 0 {
         out.fill(0);
         return;

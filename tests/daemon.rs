@@ -147,6 +147,7 @@ impl FaceEstimator for ScriptedEstimator {
             Outcome::Face { age, sigma, x } => Ok(FrameFaces {
                 main: Some(main_face(age, sigma, x)),
                 others: heapless::Vec::new(),
+                quality: None,
             }),
             Outcome::Crowd { age, other_width } => {
                 let mut others = heapless::Vec::new();
@@ -159,6 +160,7 @@ impl FaceEstimator for ScriptedEstimator {
                 Ok(FrameFaces {
                     main: Some(main_face(age, 2.0, 100.0)),
                     others,
+                    quality: None,
                 })
             }
             Outcome::NoFace => Ok(FrameFaces::default()),

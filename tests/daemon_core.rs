@@ -46,6 +46,7 @@ fn faces(age: Option<f32>) -> FrameFaces {
             )
         }),
         others: heapless::Vec::new(),
+        quality: None,
     }
 }
 

@@ -1,5 +1,5 @@
 #![cfg(feature = "ort")]
-//! The onnxruntime backend (`agegate::ort_engine`, feature `ort`) against tract: the same
+//! The onnxruntime backend (`agegate::engine::onnxruntime`, feature `ort`) against tract: the same
 //! deterministic pseudo-random input through both, every output compared. Needs the
 //! onnxruntime library (`ORT_DYLIB_PATH` or the venv's wheel); without it each test says
 //! `SKIPPED` on stderr and does nothing.
@@ -11,8 +11,8 @@ mod common;
 
 use std::path::Path;
 
+use agegate::engine::onnxruntime::{find_library, OrtModel};
 use agegate::engine::{Engine, OnnxFile, Runtime, RuntimeSettings};
-use agegate::ort_engine::{find_library, OrtModel};
 use common::*;
 
 /// Deterministic uniform values in `[lo, hi)` (64-bit LCG, top 24 bits).

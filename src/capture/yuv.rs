@@ -79,7 +79,7 @@ pub fn yuyv_into(src: &[u8], width: u32, height: u32, frame: &mut RgbImage) -> R
 }
 
 /// Writes a planar frame (Y plane, then Cb, then Cr) into `frame`.
-pub fn planar_into(
+pub(crate) fn planar_into(
     src: &[u8],
     width: u32,
     height: u32,

@@ -29,6 +29,9 @@ pub enum Command {
     Estimate(EstimateArgs),
     /// Run the full pipeline over a labelled manifest and report accuracy and gate figures.
     Eval(EvalArgs),
+    /// Choose the ALLOW rule's numbers on a labelled set for a bound on minors allowed,
+    /// and write the `[policy]` section a board file can carry.
+    Calibrate(CalibrateArgs),
     /// Write the aligned face crops of a manifest (training data made by the runtime itself).
     Crops(CropsArgs),
     /// Run the device: camera (or recording) -> decisions -> relay, LEDs and serial line.
@@ -142,14 +145,56 @@ pub struct EvalArgs {
     /// Where to write the per-image CSV (default: beside the JSON, same name, .csv).
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// Where to write an SVG plot of MAE by age band.
+    /// Where to write an SVG plot of MAE by age band; the trade-off plot (minors let
+    /// through against adults asked for ID) goes beside it, `<name>.det.svg`.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// Evaluate only the first N rows.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Also evaluate with each photo degraded as cameras and scans do, one report per
+    /// kind: grey, lowres, blur, jpeg, scan, small, dark, colorcast, or all;
+    /// `small+jpeg` applies two in turn. Seeded per photo.
+    #[arg(long)]
+    pub degrade: Option<String>,
+    /// See each photo N times under small seeded jitter and aggregate the estimates as
+    /// the daemon aggregates a window of frames.
+    #[arg(long, default_value_t = 1)]
+    pub views: usize,
     #[command(flatten)]
     pub models: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// CSV with columns path,age and optionally gender,race,subject: the labelled set.
+    #[arg(long)]
+    pub manifest: PathBuf,
+    /// Folder the manifest's paths are relative to (default: the manifest's folder).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// The bound on the share of under-18s allowed: its one-sided 95 % upper bound on
+    /// the set must be at most this (e.g. 0.01).
+    #[arg(long)]
+    pub max_minor_allow: f64,
+    /// The rule to calibrate: threshold (on the estimate), margin (k_sigma), p_over.
+    #[arg(long, value_enum, default_value_t = RuleArg::Threshold)]
+    pub rule: RuleArg,
+    /// Write the `[policy]` section here (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Calibrate on the first N rows only.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub models: ModelArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RuleArg {
+    Threshold,
+    Margin,
+    POver,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +232,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Estimate(args) => tools::estimate(args),
         Command::Eval(args) => tools::eval(args),
         Command::Crops(args) => tools::crops(args),
+        Command::Calibrate(args) => tools::calibrate(args),
         Command::Run(args) => run::daemon(args),
         Command::Bench(args) => tools::bench(args),
     }

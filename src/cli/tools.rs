@@ -11,8 +11,13 @@ use agegate::estimate::AgeModel;
 use agegate::photo;
 use agegate::tools::{crops, eval, manifest};
 
+use agegate::decide::RuleKind;
+use agegate::tools::calibrate;
+use agegate::tools::degrade::Degradation;
+
 use super::{
-    ensure_writable, print_err, print_line, BenchArgs, CropsArgs, EstimateArgs, EvalArgs, Outcome,
+    ensure_writable, print_err, print_line, BenchArgs, CalibrateArgs, CropsArgs, EstimateArgs,
+    EvalArgs, Outcome, RuleArg,
 };
 
 const NO_ORT: &str = "--compare-onnxruntime needs a build with the `ort` feature: cargo run --release --features ort -- bench --compare-onnxruntime";
@@ -172,33 +177,92 @@ fn read_manifest(
     Ok(entries)
 }
 
+/// Makes the folder of `path` and checks a file can be made in it, without making one.
+fn check_writable_dir(path: &Path) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let probe = dir.join(format!(".agegate-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write in {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// `name.svg` -> `name.det.svg`: where the trade-off plot goes beside the band plot.
+fn det_path(plot: &Path) -> std::path::PathBuf {
+    plot.with_extension("det.svg")
+}
+
 pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     let csv_path = args
         .csv
         .clone()
         .unwrap_or_else(|| eval::default_csv_path(&args.json));
+    let degradations = args
+        .degrade
+        .as_deref()
+        .map(Degradation::parse_list)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--degrade: {e}"))?
+        .unwrap_or_default();
+    if !(1..=64).contains(&args.views) {
+        bail!("--views {}: give 1 to 64", args.views);
+    }
     // Every output is checked before the evaluation, which can take an hour.
-    for path in [Some(&args.json), Some(&csv_path), args.plot.as_ref()]
-        .into_iter()
-        .flatten()
+    let det = args.plot.as_deref().map(det_path);
+    for path in [
+        Some(&args.json),
+        Some(&csv_path),
+        args.plot.as_ref(),
+        det.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
     {
         ensure_writable(path)?;
     }
     let pipeline = args.models.pipeline()?;
     let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
-    let bar = progress_bar(entries.len());
+    let options = eval::EvalOptions {
+        degrade: None,
+        views: args.views,
+    };
+    let bar = progress_bar(entries.len() * (1 + degradations.len()));
     let (predictions, elapsed) =
-        eval::timed(|| eval::predict_all(&pipeline, &entries, |_| bar.inc(1)));
+        eval::timed(|| eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1)));
+    let mut robustness = std::collections::BTreeMap::new();
+    for d in &degradations {
+        bar.set_message(d.name());
+        let options = eval::EvalOptions {
+            degrade: Some(d.clone()),
+            ..options.clone()
+        };
+        let degraded = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
+        robustness.insert(d.name(), eval::summary(&degraded, &pipeline.policy));
+    }
     bar.finish_and_clear();
     eval::write_per_image_csv(&predictions, &csv_path)
         .with_context(|| format!("writing {}", csv_path.display()))?;
-    let report = eval::summarise(&predictions, &pipeline, &args.manifest, &csv_path, elapsed);
+    let mut report = eval::summarise(
+        &predictions,
+        &pipeline,
+        &args.manifest,
+        &csv_path,
+        elapsed,
+        args.views,
+    );
+    report.robustness = robustness;
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json + "\n")
         .with_context(|| format!("writing {}", args.json.display()))?;
-    if let Some(plot) = &args.plot {
+    if let (Some(plot), Some(det)) = (&args.plot, &det) {
         eval::write_band_plot(&report, plot)
             .map_err(|e| anyhow::anyhow!("writing {}: {e}", plot.display()))?;
+        eval::write_det_plot(&report, det)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", det.display()))?;
     }
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
     print_err(&format!(
@@ -212,8 +276,85 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
         fmt(report.adult25_referral_rate),
         report.ms_per_image
     ));
+    for (kind, s) in &report.robustness {
+        print_err(&format!(
+            "  {kind:<12} MAE {} | minors allowed {}/{} | adult 25+ referral {}",
+            fmt(s.mae),
+            s.gate.minors_allowed,
+            s.gate.minors,
+            fmt(s.gate.adult25_referral_rate)
+        ));
+    }
     if report.n_estimated == 0 {
         bail!("no image in {} could be estimated", args.manifest.display());
+    }
+    Ok(Outcome::Success)
+}
+
+pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
+    // The cheap refusals first: a bad target or an unwritable output costs no evaluation.
+    if !(args.max_minor_allow > 0.0 && args.max_minor_allow <= 1.0) {
+        bail!(calibrate::CalibrateError::Target(args.max_minor_allow));
+    }
+    let manifest_bytes = std::fs::read(&args.manifest)
+        .with_context(|| format!("manifest {}: cannot read it", args.manifest.display()))?;
+    if let Some(path) = &args.out {
+        // Checked, not written: a refused calibration leaves no file behind.
+        check_writable_dir(path)?;
+    }
+    let pipeline = args.models.pipeline()?;
+    let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
+    let rule = match args.rule {
+        RuleArg::Threshold => RuleKind::Threshold,
+        RuleArg::Margin => RuleKind::Margin,
+        RuleArg::POver => RuleKind::POver,
+    };
+    let bar = progress_bar(entries.len());
+    let options = eval::EvalOptions {
+        degrade: None,
+        views: 1,
+    };
+    let predictions = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
+    bar.finish_and_clear();
+    let calibrated = calibrate::calibrate(
+        &predictions,
+        &pipeline.policy,
+        rule,
+        args.max_minor_allow,
+        &args.manifest,
+        &manifest_bytes,
+        calibrate::today(),
+    )?;
+    // The table around the chosen setting, on stderr: what each setting costs.
+    let at = calibrated
+        .table
+        .iter()
+        .position(|c| *c == calibrated.chosen)
+        .unwrap_or(0);
+    print_err("value     minors allowed   upper bound   adults 25+ not allowed");
+    for c in calibrated.table.iter().skip(at.saturating_sub(8)).take(16) {
+        let mark = if *c == calibrated.chosen {
+            "  <- chosen"
+        } else {
+            ""
+        };
+        print_err(&format!(
+            "{:<9.4} {:>6} / {:<7} {:>10.5}   {:>8.1} %{mark}",
+            c.value,
+            c.minors_allowed,
+            calibrated.calibration.minors,
+            c.minor_allow_upper,
+            100.0 * c.adult_referral
+        ));
+    }
+    let toml = calibrate::policy_toml(&calibrated);
+    match &args.out {
+        Some(path) => {
+            std::fs::write(path, &toml).with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            print_line(&toml)?;
+        }
     }
     Ok(Outcome::Success)
 }

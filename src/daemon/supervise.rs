@@ -98,7 +98,7 @@ pub const STOP_SIGNALS: &[(libc::c_int, &str)] = &[
 ];
 
 /// The name of a stop signal, for the log.
-pub fn signal_name(signal: libc::c_int) -> &'static str {
+pub(crate) fn signal_name(signal: libc::c_int) -> &'static str {
     STOP_SIGNALS
         .iter()
         .find(|(n, _)| *n == signal)
@@ -186,7 +186,7 @@ pub struct ModelFiles {
 }
 
 /// SHA-256 of a file, streamed (a model is megabytes).
-pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
     use sha2::Digest;
     let mut file = std::fs::File::open(path)?;
     let mut hasher = sha2::Sha256::new();
@@ -195,7 +195,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
 }
 
 /// Lower-case hex, as `sha256sum` prints it.
-pub fn hex_digest(digest: &[u8; 32]) -> String {
+pub(crate) fn hex_digest(digest: &[u8; 32]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -21,19 +21,12 @@ use serde::Deserialize;
 
 use crate::settings::KeyError;
 
-/// Keypoint order as BlazeFace emits them (the subject's right eye is on the image's left).
-pub const KEYPOINT_NAMES: [&str; 6] = [
-    "right_eye",
-    "left_eye",
-    "nose_tip",
-    "mouth_centre",
-    "right_ear_tragion",
-    "left_ear_tragion",
-];
-pub const RIGHT_EYE: usize = 0;
-pub const LEFT_EYE: usize = 1;
-pub const NOSE_TIP: usize = 2;
-pub const MOUTH_CENTRE: usize = 3;
+// Keypoint order as BlazeFace emits them (the subject's right eye is on the image's left):
+// right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
+pub(crate) const RIGHT_EYE: usize = 0;
+pub(crate) const LEFT_EYE: usize = 1;
+pub(crate) const NOSE_TIP: usize = 2;
+pub(crate) const MOUTH_CENTRE: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct BBox {
@@ -73,7 +66,8 @@ impl BBox {
 pub struct Face {
     pub bbox: BBox,
     pub score: f32,
-    /// `[x, y]` in photo pixels, in [`KEYPOINT_NAMES`] order.
+    /// `[x, y]` in photo pixels: right eye, left eye, nose tip, mouth centre, right ear
+    /// tragion, left ear tragion (the subject's right eye is on the image's left).
     pub keypoints: [[f32; 2]; 6],
 }
 
@@ -141,10 +135,12 @@ impl Default for DetectorSettings {
     }
 }
 
+#[cfg(feature = "inference")]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
+#[cfg(feature = "inference")]
 fn face_is_finite(face: &Face) -> bool {
     let b = &face.bbox;
     [b.x0, b.y0, b.x1, b.y1, face.score]
@@ -155,10 +151,11 @@ fn face_is_finite(face: &Face) -> bool {
         && b.y1 > b.y0
 }
 
+#[cfg(feature = "inference")]
 /// MediaPipe's WEIGHTED suppression: the best remaining candidate absorbs every candidate
 /// that overlaps it by more than `merge_iou`; box and keypoints become the score-weighted
 /// mean of the group, the score stays the best one's.
-pub fn weighted_nms(mut candidates: Vec<Face>, merge_iou: f32) -> Vec<Face> {
+pub(crate) fn weighted_nms(mut candidates: Vec<Face>, merge_iou: f32) -> Vec<Face> {
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut faces = Vec::new();
     while !candidates.is_empty() {
@@ -188,10 +185,11 @@ pub fn weighted_nms(mut candidates: Vec<Face>, merge_iou: f32) -> Vec<Face> {
     faces
 }
 
+#[cfg(feature = "inference")]
 /// Drops a face whose box lies mostly (over half its area) inside a better-scoring face's
 /// box: on tight crops BlazeFace sometimes fires a second, small box on the cheek or mouth
 /// of the face it already found, and two real faces never nest like that.
-pub fn drop_nested(faces: Vec<Face>) -> Vec<Face> {
+pub(crate) fn drop_nested(faces: Vec<Face>) -> Vec<Face> {
     let mut kept: Vec<Face> = Vec::with_capacity(faces.len());
     for face in faces {
         let nested = kept.iter().any(|k| {
@@ -236,6 +234,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "inference")]
     #[test]
     fn weighted_nms_merges_overlaps_by_score() {
         let faces = weighted_nms(vec![face(1.0, 0.25), face(0.0, 0.75), face(50.0, 0.6)], 0.3);
@@ -246,6 +245,7 @@ mod tests {
         assert_eq!(faces[1].bbox.x0, 50.0);
     }
 
+    #[cfg(feature = "inference")]
     #[test]
     fn a_box_inside_a_better_face_is_dropped() {
         let big = Face {

@@ -1,11 +1,11 @@
 //! Loading and running ONNX graphs.
 //!
-//! A model is read, checked against the tensors its caller expects ([`check`]), given a
+//! A model is read, checked against the tensors its caller expects (`check`), given a
 //! fixed input shape, optimised and made runnable once, at start, on the engine a board's
-//! `[runtime]` names ([`runtime`]): tract by default ([`tract`]), splitting its matrix
-//! products over a pool of `threads`; onnxruntime ([`onnxruntime`], cargo feature `ort`;
+//! `[runtime]` names (`runtime`): tract by default (`tract`), splitting its matrix
+//! products over a pool of `threads`; onnxruntime (`onnxruntime`, cargo feature `ort`;
 //! TensorRT on Jetson with `tensorrt`) with `threads` intra-op threads. Every failure names
-//! the file ([`error`]).
+//! the file (`error`).
 //!
 //! Everything but the `[runtime]` settings and the error needs the cargo feature
 //! `inference` (the default): builds without it (the fuzz targets) carry no engine.
@@ -24,7 +24,7 @@ pub use check::{Dim, GraphInterface, OnnxFile, TensorDecl, ONNX_FLOAT};
 pub use error::ModelError;
 #[cfg(feature = "inference")]
 pub use runtime::Runtime;
-pub use runtime::{check_threads, Engine, RawRuntime, RuntimeSettings, MAX_THREADS};
+pub use runtime::{check_threads, Engine, RawRuntime, RuntimeSettings};
 
 #[cfg(feature = "inference")]
 use std::path::{Path, PathBuf};

@@ -42,10 +42,11 @@ use ort::value::TensorRef;
 use super::error::ModelError;
 
 /// The environment variable naming the onnxruntime shared library to load.
-pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+pub(crate) const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
 
 /// Where TensorRT engines are cached unless `AGEGATE_TRT_CACHE` says otherwise.
-pub const DEFAULT_TRT_CACHE: &str = "/var/cache/agegate/trt";
+#[cfg(feature = "tensorrt")]
+pub(crate) const DEFAULT_TRT_CACHE: &str = "/var/cache/agegate/trt";
 
 /// Finds the onnxruntime shared library: `ORT_DYLIB_PATH` if set (it must exist), else
 /// `libonnxruntime.so*` in the `onnxruntime` package of the project's venv
@@ -253,6 +254,11 @@ impl OrtModel {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The preferred execution provider that registered: "TensorRT", "CUDA" or "CPU".
+    pub fn provider(&self) -> &'static str {
+        self.provider
     }
 
     /// Runs the graph on `input` (row-major, `shape`), returning every output flattened, in

@@ -13,7 +13,7 @@ use super::error::ModelError;
 use crate::settings::{in_range, KeyError};
 
 /// The most threads a board may ask for: more than any board we support has cores.
-pub const MAX_THREADS: usize = 64;
+pub(crate) const MAX_THREADS: usize = 64;
 
 /// `[runtime]` as written.
 #[derive(Debug, Deserialize, Default)]
@@ -79,7 +79,7 @@ impl RuntimeSettings {
     }
 }
 
-/// A thread count a board file or `bench --threads` may give: 1 to [`MAX_THREADS`].
+/// A thread count a board file or `bench --threads` may give: 1 to 64.
 pub fn check_threads(threads: usize) -> Result<usize, String> {
     in_range("threads", threads, 1..=MAX_THREADS).map_err(|e| e.message)
 }

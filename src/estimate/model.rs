@@ -8,11 +8,11 @@ use image::RgbImage;
 use super::AgeEstimate;
 use crate::engine::{Dim, ModelError, OnnxFile, OnnxModel, Runtime, ONNX_FLOAT};
 
-pub const INPUT: &str = "image";
+pub(crate) const INPUT: &str = "image";
 /// The outputs every age model has, in this order.
-pub const OUTPUTS: [&str; 3] = ["age", "sigma", "steps"];
+pub(crate) const OUTPUTS: [&str; 3] = ["age", "sigma", "steps"];
 /// The optional output: P(age >= T) for [`super::P_OVER_AGES`], `[1, 5]`.
-pub const P_OVER: &str = "p_over";
+pub(crate) const P_OVER: &str = "p_over";
 
 pub struct AgeModel {
     model: OnnxModel,

@@ -13,10 +13,10 @@ pub mod wire;
 pub use settings::{RawSerial, SerialKind, SerialSettings};
 
 pub use wire::{
-    AgeBand, DeviceState, FaultCode, Frame, Message, MessageType, WireError, MAX_FRAME, START,
+    AgeBand, DeviceState, FaultCode, Frame, Message, MessageType, WireError, MAX_FRAME,
 };
 
-use wire::{MAX_PAYLOAD, OVERHEAD};
+use wire::{MAX_PAYLOAD, OVERHEAD, START};
 
 /// What the decoder has seen since it was made or reset. Counters saturate instead of
 /// wrapping, so a board that has been up for years reports "at least this many".

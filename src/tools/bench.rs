@@ -102,7 +102,7 @@ pub enum BenchError {
 }
 
 /// Median of timings in milliseconds (`samples` non-empty).
-pub fn median_ms(samples: &mut [f64]) -> f64 {
+pub(crate) fn median_ms(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
     match n {

@@ -35,15 +35,26 @@ pub struct Entry {
 }
 
 pub fn read(manifest: &Path, root: Option<&Path>) -> Result<Vec<Entry>, ManifestError> {
-    let path = manifest.to_path_buf();
     let file = std::fs::File::open(manifest).map_err(|cause| ManifestError::Read {
-        path: path.clone(),
+        path: manifest.to_path_buf(),
         cause,
     })?;
     let root = match root {
         Some(r) => r.to_path_buf(),
         None => manifest.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
+    parse(file, manifest, &root)
+}
+
+/// Parses manifest text from `input`; `manifest` names it in errors, paths resolve
+/// against `root`.
+pub fn parse(
+    input: impl std::io::Read,
+    manifest: &Path,
+    root: &Path,
+) -> Result<Vec<Entry>, ManifestError> {
+    let path = manifest.to_path_buf();
+    let file = input;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(false)

@@ -2,7 +2,11 @@
 //! over them (`agegate eval`), training crops made by the runtime itself (`agegate
 //! crops`) and the stage benchmark (`agegate bench`). The device loop never calls them.
 
+#[cfg(feature = "inference")]
+pub mod calibrate;
+pub mod degrade;
 pub mod manifest;
+pub mod stats;
 
 #[cfg(feature = "inference")]
 pub mod bench;

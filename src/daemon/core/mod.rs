@@ -41,11 +41,11 @@ use crate::session::Trigger;
 
 /// Good frames in a row after which a camera counts as healthy again: its next fault
 /// starts the backoff from the first delay instead of doubling on.
-pub const HEALTHY_FRAMES: u32 = 30;
+pub(crate) const HEALTHY_FRAMES: u32 = 30;
 
 /// At most one FAULT message per fault code in this time (frame clock): a flapping camera
 /// must not flood the host line.
-pub const FAULT_REPORT_MS: u64 = 1_000;
+pub(crate) const FAULT_REPORT_MS: u64 = 1_000;
 
 /// Longest single wait while the camera is in backoff, so signals and the host line are
 /// still served.
@@ -320,12 +320,17 @@ impl Core {
             }));
             self.clear_if_healthy(out);
         }
-        let FrameFaces { main, others } = faces;
+        let FrameFaces {
+            main,
+            others,
+            quality,
+        } = faces;
         let settings = self.settings.session;
         let face_trigger = settings.trigger == Trigger::Face;
         match &mut self.state {
             State::Deciding(w) => {
-                w.session.observe_frame(now.frame_ms, main, &others);
+                w.session
+                    .observe_frame(now.frame_ms, main, &others, quality.as_ref());
                 self.poll_window(now, out);
             }
             State::CoolingDown(Decided {
@@ -347,7 +352,8 @@ impl Core {
                 self.next_face_id = self.next_face_id.wrapping_add(1).max(1);
                 self.open_window(now, id, Origin::Face, self.policy, out);
                 if let State::Deciding(w) = &mut self.state {
-                    w.session.observe_frame(now.frame_ms, main, &others);
+                    w.session
+                        .observe_frame(now.frame_ms, main, &others, quality.as_ref());
                 }
                 self.poll_window(now, out);
             }

@@ -4,6 +4,7 @@ use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::detect::BBox;
 use crate::estimate::AgeEstimate;
+use crate::quality::Quality;
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
 
@@ -25,16 +26,20 @@ pub struct Now {
 pub struct FrameFaces {
     pub main: Option<(BBox, AgeEstimate)>,
     pub others: heapless::Vec<BBox, MAX_OTHER_FACES>,
+    /// The main face's quality, when the estimator measures it.
+    pub quality: Option<Quality>,
 }
 
 /// Something the shell saw.
+// One input is made and moved per frame; boxing the faces would allocate per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// Time passed: heartbeats, window timeouts, backoff retries, model checks.
     Tick,
     /// A good frame arrived (the frame clock is at it).
     Frame,
-    /// The faces of the last frame (asked for by [`Core::wants_faces`]).
+    /// The faces of the last frame (asked for by [`super::Core::wants_faces`]).
     Faces(FrameFaces),
     /// The estimator failed on the last frame.
     ModelError(String),

@@ -4,7 +4,7 @@ use super::{Action, Core, Decided, Now, Origin, Out, State, Window};
 use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::decide::Policy;
-use crate::domain::{confidence, AgeBand, Decision, ReferReason};
+use crate::domain::{AgeBand, Decision, ReferReason};
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
 
@@ -100,13 +100,7 @@ impl Core {
                 band.name(),
                 a.sigma,
                 a.frames,
-                confidence(
-                    decision,
-                    a.age,
-                    a.sigma,
-                    policy.legal_age(),
-                    policy.challenge_age(),
-                ),
+                policy.confidence(decision, a.age, a.sigma, a.p_over),
             ),
             None => (AgeBand::Under13, "none", f32::NAN, 0, 0),
         };

@@ -32,7 +32,7 @@ const DNL: u8 = 0xDC;
 
 /// The frame header (SOF) as far as the walk needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameHeader {
+pub(crate) struct FrameHeader {
     pub width: u16,
     pub height: u16,
     pub progressive: bool,
@@ -73,7 +73,7 @@ type Coverage = Vec<[Option<u8>; 64]>;
 
 /// Walks `jpeg` (starting with SOI) to its EOI and returns the frame header and the
 /// offset just past the EOI. Every damage listed in the module docs is an error.
-pub fn walk(jpeg: &[u8]) -> Result<(FrameHeader, usize), JpegError> {
+pub(crate) fn walk(jpeg: &[u8]) -> Result<(FrameHeader, usize), JpegError> {
     if jpeg.get(..2) != Some(&[0xFF, SOI][..]) {
         return Err(JpegError::NoStart);
     }

@@ -24,7 +24,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Wraps a buffer after checking that it holds a whole frame with the start byte, a
     /// length within bounds and a matching CRC. The payload is not interpreted: that is
-    /// [`Message::parse`]'s job.
+    /// [`super::Message::parse`]'s job.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let frame = Self::new_unchecked(buffer);
         frame.check_len()?;
@@ -33,7 +33,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(frame)
     }
 
-    /// The declared length is within [`MAX_PAYLOAD`] and the buffer holds the whole frame.
+    /// The declared length is within `MAX_PAYLOAD` (32) and the buffer holds the whole frame.
     /// An oversize length is reported as soon as the length byte is present, so a caller
     /// streaming bytes need not wait for a frame that cannot be valid.
     pub fn check_len(&self) -> Result<(), WireError> {
@@ -87,7 +87,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
         self.byte(field::START)
     }
 
-    /// Declared payload length (not checked against [`MAX_PAYLOAD`]; see `check_len`).
+    /// Declared payload length (not checked against `MAX_PAYLOAD` (32); see `check_len`).
     pub fn payload_len(&self) -> usize {
         usize::from(self.byte(field::LENGTH))
     }

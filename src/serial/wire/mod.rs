@@ -38,26 +38,26 @@ pub use message::{DeviceState, FaultCode, Message};
 pub use crate::domain::AgeBand;
 
 /// First byte of every frame.
-pub const START: u8 = 0xA5;
+pub(crate) const START: u8 = 0xA5;
 /// Largest payload a frame may declare. Small enough that a false start byte in line
 /// noise can make the decoder wait for at most a few dozen bytes before it resyncs.
-pub const MAX_PAYLOAD: usize = 32;
+pub(crate) const MAX_PAYLOAD: usize = 32;
 /// Start, length and type.
-pub const HEADER_LEN: usize = 3;
-pub const CRC_LEN: usize = 2;
+pub(crate) const HEADER_LEN: usize = 3;
+pub(crate) const CRC_LEN: usize = 2;
 /// Bytes of a frame that are not payload.
-pub const OVERHEAD: usize = HEADER_LEN + CRC_LEN;
+pub(crate) const OVERHEAD: usize = HEADER_LEN + CRC_LEN;
 /// Largest frame on the wire.
 pub const MAX_FRAME: usize = OVERHEAD + MAX_PAYLOAD;
 /// Longest ASCII detail a FAULT may carry.
-pub const MAX_DETAIL: usize = 16;
+pub(crate) const MAX_DETAIL: usize = 16;
 
 /// CRC-16/IBM-3740, a.k.a. CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection,
 /// no final xor; check value ("123456789") 0x29B1.
 const CRC16: Crc<u16> = Crc::<u16>::new(&CRC_16_IBM_3740);
 
 /// The frame check sequence over `bytes` (length byte, type byte and payload).
-pub fn crc16(bytes: &[u8]) -> u16 {
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
     CRC16.checksum(bytes)
 }
 
