@@ -50,6 +50,41 @@ pub enum ReferReason {
 }
 
 impl ReferReason {
+    /// Every reason, in wire-code order (code = index + 1).
+    pub const ALL: [ReferReason; 10] = [
+        Self::Uncertain,
+        Self::NoFace,
+        Self::Timeout,
+        Self::LowQuality,
+        Self::OtherFaces,
+        Self::Unreadable,
+        Self::Fault,
+        Self::Replaced,
+        Self::Shutdown,
+        Self::Refused,
+    ];
+
+    /// The reason's byte on the serial line (REASON message, `docs/serial-protocol.md`).
+    /// The codes are fixed by the protocol: a new reason takes the next free code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Uncertain => 1,
+            Self::NoFace => 2,
+            Self::Timeout => 3,
+            Self::LowQuality => 4,
+            Self::OtherFaces => 5,
+            Self::Unreadable => 6,
+            Self::Fault => 7,
+            Self::Replaced => 8,
+            Self::Shutdown => 9,
+            Self::Refused => 10,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code).checked_sub(1)?).copied()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Uncertain => "uncertain",
@@ -225,6 +260,21 @@ mod tests {
         assert_eq!(AgeBand::from_age(-1.0), None);
         assert_eq!(AgeBand::from_age(f32::NAN), None);
         assert_eq!(AgeBand::from_u8(6), None);
+    }
+
+    #[test]
+    fn reasons_round_trip_their_codes() {
+        for (i, r) in ReferReason::ALL.into_iter().enumerate() {
+            assert_eq!(
+                usize::from(r.code()),
+                i + 1,
+                "{r:?} out of code order in ALL"
+            );
+            assert_eq!(ReferReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(ReferReason::Uncertain.code(), 1);
+        assert_eq!(ReferReason::from_code(0), None);
+        assert_eq!(ReferReason::from_code(11), None);
     }
 
     #[test]

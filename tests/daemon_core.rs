@@ -155,6 +155,7 @@ fn describe(action: &Action) -> String {
         Action::Send(Message::Fault { code, .. }) => format!("tx fault {:#04x}", code.0),
         Action::Send(Message::Heartbeat { state, .. }) => format!("tx heartbeat {state:?}"),
         Action::Send(Message::Pong { .. }) => "tx pong".into(),
+        Action::Send(Message::Reason { reason, .. }) => format!("tx reason {reason}"),
         Action::Send(other) => format!("tx {other:?}"),
         Action::Emit(Event::Decision { decision, .. }) => format!("log {decision}"),
         Action::Emit(Event::Fault { code, reported, .. }) => {

@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(board) => {
             let p = board.policy;
             assert!((10.0..=30.0).contains(&p.legal_age()));
-            assert!(p.challenge_age() >= p.legal_age() && p.challenge_age() <= p.legal_age() + 15.0);
+            assert!(
+                p.challenge_age() >= p.legal_age() && p.challenge_age() <= p.legal_age() + 15.0
+            );
             assert!((0.0..=5.0).contains(&p.k_sigma()));
             assert!((1..=64).contains(&board.runtime.threads));
             assert!(board.daemon.max_bad_frames >= 1 && board.daemon.max_model_errors >= 1);

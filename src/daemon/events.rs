@@ -88,6 +88,10 @@ pub enum WireMessage {
     Pong {
         nonce: u32,
     },
+    Reason {
+        id: u16,
+        reason: ReferReason,
+    },
 }
 
 fn state_name(state: DeviceState) -> &'static str {
@@ -128,6 +132,10 @@ impl From<&Message> for WireMessage {
                 detail: detail.to_string(),
             },
             Message::Pong { nonce } => Self::Pong { nonce: *nonce },
+            Message::Reason { id, reason } => Self::Reason {
+                id: *id,
+                reason: *reason,
+            },
         }
     }
 }

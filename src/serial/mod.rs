@@ -462,7 +462,11 @@ mod tests {
         }
         fn message(&mut self) -> Message {
             let decisions = [Decision::Allow, Decision::Deny, Decision::Refer];
-            match self.below(7) {
+            match self.below(8) {
+                7 => Message::Reason {
+                    id: self.next() as u16,
+                    reason: crate::domain::ReferReason::ALL[self.below(10) as usize],
+                },
                 0 => Message::Request {
                     id: self.next() as u16,
                     required_age: self.next() as u8,

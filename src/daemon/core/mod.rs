@@ -185,7 +185,7 @@ impl Core {
             Input::RecordingEnded => {
                 if let State::Deciding(w) = &self.state {
                     let id = w.id;
-                    self.answer_refer(id, ReferReason::Timeout, out);
+                    self.answer_refer(id, ReferReason::Shutdown, out);
                 }
                 self.exit(Exit::RecordingEnded, out);
             }

@@ -134,6 +134,9 @@ impl Core {
             band,
             confidence,
         }));
+        if let Some(reason) = reason {
+            out.push(Action::Send(Message::Reason { id, reason }));
+        }
         out.push(Action::Indicate(Indication::Decision(decision)));
         let face = (origin == Origin::Face)
             .then_some(followed)
@@ -151,5 +154,6 @@ impl Core {
             band: AgeBand::Under13,
             confidence: 0,
         }));
+        out.push(Action::Send(Message::Reason { id, reason }));
     }
 }

@@ -2,7 +2,7 @@
 //! [`Message::emit`]; and the codes its fields carry.
 
 use super::{Frame, MessageType, WireError, MAX_DETAIL, MAX_FRAME, MAX_PAYLOAD, OVERHEAD};
-use crate::domain::{AgeBand, Decision};
+use crate::domain::{AgeBand, Decision, ReferReason};
 
 /// The state a HEARTBEAT reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +110,12 @@ pub enum Message {
     Pong {
         nonce: u32,
     },
+    /// Why the REFER just sent for REQUEST `id` is a REFER (sent right after it; a host
+    /// that does not know the type drops it).
+    Reason {
+        id: u16,
+        reason: ReferReason,
+    },
 }
 
 impl Message {
@@ -138,6 +144,7 @@ impl Message {
             Message::Heartbeat { .. } => MessageType::Heartbeat,
             Message::Fault { .. } => MessageType::Fault,
             Message::Pong { .. } => MessageType::Pong,
+            Message::Reason { .. } => MessageType::Reason,
         }
     }
 
@@ -172,6 +179,13 @@ impl Message {
             },
             (MessageType::Pong, &[a, b, c, d]) => Message::Pong {
                 nonce: u32::from_le_bytes([a, b, c, d]),
+            },
+            (MessageType::Reason, &[i0, i1, code]) => Message::Reason {
+                id: u16::from_le_bytes([i0, i1]),
+                reason: ReferReason::from_code(code).ok_or(WireError::BadValue {
+                    field: "reason",
+                    value: code,
+                })?,
             },
             (MessageType::Decision, &[i0, i1, verdict, band, confidence]) => {
                 let decision = decision_from_u8(verdict).ok_or(WireError::BadValue {
@@ -251,6 +265,10 @@ impl Message {
             }
             Message::Cancel { id } => put(&id.to_le_bytes()),
             Message::Ping { nonce } | Message::Pong { nonce } => put(&nonce.to_le_bytes()),
+            Message::Reason { id, reason } => {
+                let [i0, i1] = id.to_le_bytes();
+                put(&[i0, i1, reason.code()])
+            }
             Message::Decision {
                 id,
                 decision,

@@ -73,6 +73,7 @@ pub enum MessageType {
     Heartbeat = 0x82,
     Fault = 0x83,
     Pong = 0x84,
+    Reason = 0x85,
 }
 
 impl MessageType {
@@ -85,6 +86,7 @@ impl MessageType {
             0x82 => Self::Heartbeat,
             0x83 => Self::Fault,
             0x84 => Self::Pong,
+            0x85 => Self::Reason,
             _ => return None,
         })
     }
@@ -103,6 +105,7 @@ impl MessageType {
             Self::Decision => (5, 5),
             Self::Heartbeat => (5, 5),
             Self::Fault => (1, 1 + MAX_DETAIL),
+            Self::Reason => (3, 3),
         }
     }
 }
@@ -210,6 +213,13 @@ mod tests {
         round_trip(
             Message::Pong { nonce: 0xDEADBEEF },
             &[0xA5, 0x04, 0x84, 0xEF, 0xBE, 0xAD, 0xDE, 0x0C, 0x57],
+        );
+        round_trip(
+            Message::Reason {
+                id: 9,
+                reason: crate::domain::ReferReason::NoFace,
+            },
+            &[0xA5, 0x03, 0x85, 0x09, 0x00, 0x02, 0x70, 0x20],
         );
         round_trip(
             Message::Decision {
