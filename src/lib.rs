@@ -5,7 +5,7 @@
 //! [`decide`] -> [`actuate`] and [`serial`]. [`domain`] holds the vocabulary they share
 //! (verdicts, REFER reasons, age bands). [`pipeline`] strings the model stages together
 //! for one image; [`daemon`] runs the whole device loop: a decision core without I/O and
-//! the shell that feeds it. [`engine`] runs the ONNX graphs; [`config`] reads board files,
+//! the shell that feeds it; [`digest`] hashes what a board pins. [`engine`] runs the ONNX graphs; [`config`] reads board files,
 //! whose sections each subsystem validates itself ([`settings`]). [`tools`] are what is
 //! built around the firmware (eval, crops, bench).
 //!
@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod detect;
+pub mod digest;
 pub mod domain;
 pub mod engine;
 pub mod estimate;

@@ -3,10 +3,11 @@
 use image::RgbImage;
 
 use crate::align::aligned_crop_into;
-use crate::config::Board;
+use crate::config::{Board, ModelFile};
 use crate::daemon::{FaceEstimator, FrameFaces, MAX_OTHER_FACES};
 use crate::decide::Policy;
 use crate::detect::{main_face, Face, FaceDetector};
+use crate::digest::Sha256;
 use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
@@ -58,7 +59,11 @@ impl Pipeline {
     }
 
     /// Loads both models named by a board on `runtime` instead of the board's own.
+    /// A file that does not hash to the board's pin is refused before it is parsed.
     pub fn from_board_on(board: &Board, runtime: &Runtime) -> Result<Self, ModelError> {
+        for file in board.model_files() {
+            verify_pin(&file)?;
+        }
         let settings = runtime.settings();
         tracing::info!(
             engine = settings.engine.name(),
@@ -143,6 +148,27 @@ impl FaceEstimator for Pipeline {
             main: Some((faces[i].bbox, estimate)),
             others,
             quality: Some(quality),
+        })
+    }
+}
+
+/// Whether `file` hashes to the SHA-256 its board pins (no pin: nothing to check).
+pub fn verify_pin(file: &ModelFile) -> Result<(), ModelError> {
+    let Some(expected) = file.pinned else {
+        return Ok(());
+    };
+    let found = Sha256::of_file(&file.path).map_err(|cause| ModelError::Read {
+        path: file.path.clone(),
+        cause,
+    })?;
+    if found == expected {
+        Ok(())
+    } else {
+        Err(ModelError::Pinned {
+            path: file.path.clone(),
+            key: file.key,
+            expected,
+            found,
         })
     }
 }

@@ -216,9 +216,228 @@ fn eval_refuses_a_manifest_with_a_bad_age() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["estimate", "eval", "crops"] {
+    for sub in ["estimate", "eval", "crops", "calibrate", "bench", "run"] {
         let output = agegate().args([sub, "--help"]).output().unwrap();
         assert!(output.status.success());
         assert!(String::from_utf8_lossy(&output.stdout).contains("Usage"));
+    }
+}
+
+/// `agegate calibrate` on a manifest of the bundled photos, labelled as the test needs
+/// (the labels, not the faces, make a row a minor).
+fn calibrate(dir: &std::path::Path, rows: &str, args: &[&str]) -> (Option<i32>, String) {
+    let manifest = dir.join("set.csv");
+    write(&manifest, &format!("path,age\n{rows}"));
+    let output = agegate()
+        .args(["calibrate", "--manifest"])
+        .arg(&manifest)
+        .arg("--root")
+        .arg(root().join("tests/photos"))
+        .args(args)
+        .args(board_args())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn calibrate_refuses_what_cannot_bound_the_minors_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("policy.toml");
+    let out_arg = out.display().to_string();
+    let two = "astronaut.jpg,39\ngrace_hopper.jpg,78\n";
+    for eps in ["0", "-0.01", "1.5", "NaN"] {
+        let (code, stderr) = calibrate(
+            dir.path(),
+            two,
+            &["--max-minor-allow", eps, "--out", &out_arg],
+        );
+        assert_eq!(code, Some(2), "{eps}: {stderr}");
+        assert!(stderr.contains("--max-minor-allow"), "{eps}: {stderr}");
+    }
+    // No minor in the set: the message says how many it would take.
+    let (code, stderr) = calibrate(
+        dir.path(),
+        two,
+        &["--max-minor-allow", "0.001", "--out", &out_arg],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no under-18") && stderr.contains("2995"),
+        "{stderr}"
+    );
+    // One minor bounds the share allowed at 0.95 at best.
+    let (code, stderr) = calibrate(
+        dir.path(),
+        "astronaut.jpg,12\ngrace_hopper.jpg,78\n",
+        &["--max-minor-allow", "0.01", "--out", &out_arg],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("1 minors") && stderr.contains("at least 299 minors"),
+        "{stderr}"
+    );
+    // The p_over rule on a model without that output.
+    let (code, stderr) = calibrate(
+        dir.path(),
+        "astronaut.jpg,12\ngrace_hopper.jpg,78\n",
+        &[
+            "--max-minor-allow",
+            "0.99",
+            "--rule",
+            "p-over",
+            "--out",
+            &out_arg,
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("p_over"), "{stderr}");
+    assert!(
+        !out.exists(),
+        "a refused calibration wrote {}",
+        out.display()
+    );
+}
+
+#[test]
+fn a_calibrated_policy_loads_as_the_board_s_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("policy.toml");
+    // The "minor" is the astronaut (about 40 to the model): the chosen threshold must
+    // sit above their estimate, so the gate no longer allows that face.
+    let (code, stderr) = calibrate(
+        dir.path(),
+        "astronaut.jpg,12\ngrace_hopper.jpg,78\ngrace_hopper_tight_crop.jpg,78\n",
+        &[
+            "--max-minor-allow",
+            "0.99",
+            "--out",
+            &out.display().to_string(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("<- chosen"), "{stderr}");
+    let policy = std::fs::read_to_string(&out).unwrap();
+    for key in [
+        "rule = \"threshold\"",
+        "allow_at = ",
+        "[policy.calibration]",
+        "manifest_sha256 = ",
+        "minors = 1",
+        "n = 3",
+        "max_minor_allow = 0.99",
+    ] {
+        assert!(policy.contains(key), "{key} missing from:\n{policy}");
+    }
+    // The dev board with its [policy] replaced by the calibrated one.
+    let dev = std::fs::read_to_string(root().join("boards/dev.toml")).unwrap();
+    let dev = dev.replace("../", &format!("{}/", root().display()));
+    let start = dev.find("[policy]").unwrap();
+    let end = start + dev[start..].find("\n[detector]").unwrap();
+    let board = dir.path().join("calibrated.toml");
+    write(
+        &board,
+        &format!("{}{policy}\n{}", &dev[..start], &dev[end..]),
+    );
+    let estimate = agegate()
+        .args(["estimate", "--board"])
+        .arg(&board)
+        .arg("--age-model")
+        .arg(fixture_age_model())
+        .arg(photo("astronaut.jpg"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&estimate.stdout);
+    assert!(
+        estimate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&estimate.stderr)
+    );
+    let line: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_ne!(line["decision"], "ALLOW", "{line}");
+}
+
+#[test]
+fn hash_prints_the_pins_and_a_wrong_pin_refuses_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = std::fs::read_to_string(root().join("boards/dev.toml")).unwrap();
+    let dev = dev.replace("../", &format!("{}/", root().display()));
+    // The board without pins, then with what `agegate hash` prints.
+    let unpinned: String = dev
+        .lines()
+        .filter(|l| !l.contains("_sha256"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let board = dir.path().join("board.toml");
+    write(&board, &unpinned);
+    let output = agegate().arg("hash").arg(&board).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pins = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = pins.lines().collect();
+    assert_eq!(lines.len(), 2, "{pins}");
+    assert!(
+        lines[0].starts_with("detector_sha256 = \"") && lines[1].starts_with("age_sha256 = \"")
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not pinned yet"));
+    let pinned = unpinned.replacen("[models]\n", &format!("[models]\n{pins}"), 1);
+    write(&board, &pinned);
+    let estimate = |board: &std::path::Path| {
+        agegate()
+            .args(["estimate", "--board"])
+            .arg(board)
+            .arg(photo("astronaut.jpg"))
+            .output()
+            .unwrap()
+    };
+    let ok = estimate(&board);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // One hex digit changed: the age model is refused, naming the file and both hashes.
+    let age_line = lines[1];
+    let found = &age_line["age_sha256 = \"".len()..age_line.len() - 1];
+    let flipped = format!(
+        "{}{}",
+        if found.starts_with('0') { '1' } else { '0' },
+        &found[1..]
+    );
+    write(&board, &pinned.replace(found, &flipped));
+    let refused = estimate(&board);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("age_student_int8.onnx")
+            && stderr.contains(found)
+            && stderr.contains(&flipped)
+            && stderr.contains("models.age_sha256"),
+        "{stderr}"
+    );
+    // Not a hash at all: the board fails at load, naming the key.
+    write(&board, &pinned.replace(found, "abc"));
+    let bad = estimate(&board);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("models.age_sha256"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn every_shipped_board_pins_the_shipped_models() {
+    for board in ["dev", "rpi4", "rpi5", "jetson-orin-nano"] {
+        let files =
+            agegate::config::Board::load_model_files(&root().join(format!("boards/{board}.toml")))
+                .unwrap_or_else(|e| panic!("{board}: {e}"));
+        for file in files {
+            assert!(file.pinned.is_some(), "{board}: {} is not pinned", file.key);
+            agegate::pipeline::verify_pin(&file)
+                .unwrap_or_else(|e| panic!("{board}: {e} (run scripts/pin-boards)"));
+        }
     }
 }

@@ -610,7 +610,7 @@ fn model_file_changed_on_disk_faults_and_exits() {
     let mut rig = Rig::new(40, vec![face(40.0)]);
     rig.settings.model_check_ms = 100;
     rig.models = Some(Box::new(
-        ModelFiles::snapshot(std::slice::from_ref(&model), 60_000).expect("snapshot"),
+        ModelFiles::snapshot(&[(model.clone(), None)], 60_000).expect("snapshot"),
     ));
     let path = model.clone();
     rig.on_frame = Some(Box::new(move |i| {

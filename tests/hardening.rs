@@ -472,4 +472,42 @@ mod serial_line {
         });
         assert!(faults.contains(&0xFF), "{faults:?}");
     }
+
+    #[test]
+    fn a_model_that_is_not_the_pinned_one_is_a_fault_the_host_hears() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut host, device, board) = pty_board(dir.path());
+        let text = std::fs::read_to_string(&board).expect("board");
+        let pin = text
+            .lines()
+            .find_map(|l| l.strip_prefix("age_sha256 = \""))
+            .map(|l| l.trim_end_matches('"').to_string())
+            .expect("the dev board pins its age model");
+        write(&board, &text.replace(&pin, &"0".repeat(64)));
+        let out = agegate()
+            .args(["run", "--board"])
+            .arg(&board)
+            .current_dir(root())
+            .output()
+            .expect("run agegate");
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("age_student_int8.onnx") && stderr.contains(&pin),
+            "{stderr}"
+        );
+        assert!(out.stdout.is_empty(), "no event, no decision");
+        host.set_timeout(Duration::from_millis(200))
+            .expect("timeout");
+        let mut bytes = Vec::new();
+        drain(&mut host, &mut bytes);
+        drop(device);
+        let mut faults = Vec::new();
+        Decoder::new().feed(&bytes, |m| {
+            if let Message::Fault { code, detail } = m {
+                faults.push((code.0, detail.to_string()));
+            }
+        });
+        assert_eq!(faults, vec![(0x02, "model pin wrong".to_string())]);
+    }
 }

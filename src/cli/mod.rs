@@ -38,6 +38,14 @@ pub enum Command {
     Run(RunArgs),
     /// Time every stage on this machine (medians, one thread); JSON report.
     Bench(BenchArgs),
+    /// Print the `[models]` lines that pin a board's model files to their SHA-256.
+    Hash(HashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Board file whose `[models]` files to hash.
+    pub board: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -108,11 +116,15 @@ pub struct ModelArgs {
 impl ModelArgs {
     fn board(&self) -> Result<Board> {
         let mut board = Board::load(&self.board)?;
+        // A model named on the command line is the user's choice: the board's pin for
+        // that file does not apply to it.
         if let Some(age) = &self.age_model {
             board.age_model = age.clone();
+            board.age_sha256 = None;
         }
         if let Some(detector) = &self.detector {
             board.detector_model = detector.clone();
+            board.detector_sha256 = None;
         }
         Ok(board)
     }
@@ -235,6 +247,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Calibrate(args) => tools::calibrate(args),
         Command::Run(args) => run::daemon(args),
         Command::Bench(args) => tools::bench(args),
+        Command::Hash(args) => tools::hash(args),
     }
 }
 

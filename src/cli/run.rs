@@ -13,7 +13,7 @@ use agegate::daemon::{
 };
 use agegate::pipeline::Pipeline;
 use agegate::serial::link::{HostLink, SerialLink};
-use agegate::serial::SerialSettings;
+use agegate::serial::{FaultCode, Message, SerialSettings};
 
 use super::{print_err, Outcome, RunArgs};
 
@@ -39,24 +39,35 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
     // The relay first: it is driven inactive before anything else can fail.
     let gate = Gate::from_settings(&gpio)?;
     let stop = StopSignal::install().context("installing the stop-signal handler")?;
-    let load_started = std::time::Instant::now();
-    let pipeline = Pipeline::from_board(&board)?;
-    let models = ModelFiles::snapshot(
-        &[board.detector_model.clone(), board.age_model.clone()],
-        board.daemon.model_hash_ms,
-    )
-    .map_err(anyhow::Error::msg)?;
-    tracing::info!(
-        ms = load_started.elapsed().as_millis() as u64,
-        "models loaded"
-    );
-    let source = capture::open(&capture_settings)?;
-    let link: Option<Box<dyn HostLink>> = match &board.serial {
+    // The host line before the models, so that a model refused at start (corrupt, wrong
+    // contract, not the pinned file) is a FAULT the host hears, not only an exit status.
+    let mut link: Option<Box<dyn HostLink>> = match &board.serial {
         SerialSettings::None => None,
         SerialSettings::Port { path, baud } => {
             Some(Box::new(SerialLink::open(path.clone(), *baud)?))
         }
     };
+    let load_started = std::time::Instant::now();
+    let loaded = Pipeline::from_board(&board)
+        .map_err(anyhow::Error::new)
+        .and_then(|pipeline| {
+            let pins = board.model_files().map(|f| (f.path, f.pinned));
+            let models = ModelFiles::snapshot(&pins, board.daemon.model_hash_ms)
+                .map_err(anyhow::Error::msg)?;
+            Ok((pipeline, models))
+        });
+    let (pipeline, models) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            tell_host_model_refused(link.as_deref_mut(), &e);
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        ms = load_started.elapsed().as_millis() as u64,
+        "models loaded"
+    );
+    let source = capture::open(&capture_settings)?;
     // A recording replays on its own timestamps (deterministic, as fast as it runs); the
     // serial line and heartbeats keep wall time whatever the source.
     let wall = MonotonicClock::default();
@@ -107,4 +118,27 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
         Exit::Fault { .. } => Outcome::Fault,
     })
+}
+
+/// FAULT model to the host, best effort: the daemon is exiting either way, with the gate
+/// inactive since before the models were read.
+fn tell_host_model_refused(link: Option<&mut (dyn HostLink + 'static)>, error: &anyhow::Error) {
+    let Some(link) = link else { return };
+    let detail = if error
+        .downcast_ref::<agegate::engine::ModelError>()
+        .is_some_and(|e| matches!(e, agegate::engine::ModelError::Pinned { .. }))
+    {
+        "model pin wrong"
+    } else {
+        "model refused"
+    };
+    let fault = Message::fault(FaultCode::MODEL, detail);
+    match fault.to_bytes() {
+        Ok(bytes) => {
+            if let Err(e) = link.write_frame(&bytes) {
+                tracing::warn!("cannot tell the host the model was refused: {e}");
+            }
+        }
+        Err(e) => tracing::error!("cannot encode {fault:?}: {e}"),
+    }
 }

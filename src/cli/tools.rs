@@ -1,4 +1,4 @@
-//! The tool commands: `estimate`, `eval`, `crops`, `bench`.
+//! The tool commands: `estimate`, `eval`, `calibrate`, `crops`, `bench`, `hash`.
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use agegate::config::Board;
 use agegate::detect::FaceDetector;
+use agegate::digest::Sha256;
 use agegate::estimate::AgeModel;
 use agegate::photo;
 use agegate::tools::{crops, eval, manifest};
@@ -17,7 +18,7 @@ use agegate::tools::degrade::Degradation;
 
 use super::{
     ensure_writable, print_err, print_line, BenchArgs, CalibrateArgs, CropsArgs, EstimateArgs,
-    EvalArgs, Outcome, RuleArg,
+    EvalArgs, HashArgs, Outcome, RuleArg,
 };
 
 const NO_ORT: &str = "--compare-onnxruntime needs a build with the `ort` feature: cargo run --release --features ort -- bench --compare-onnxruntime";
@@ -385,4 +386,27 @@ pub(super) fn crops(args: CropsArgs) -> Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+pub(super) fn hash(args: HashArgs) -> Result<Outcome> {
+    let mut lines = Vec::new();
+    for file in Board::load_model_files(&args.board)? {
+        let found = Sha256::of_file(&file.path)
+            .with_context(|| format!("model file {}: cannot read it", file.path.display()))?;
+        match file.pinned {
+            Some(pin) if pin != found => print_err(&format!(
+                "{}: the board pins {pin}; the file is now {found}",
+                file.path.display()
+            )),
+            Some(_) => print_err(&format!("{}: matches its pin", file.path.display())),
+            None => print_err(&format!("{}: not pinned yet", file.path.display())),
+        }
+        let key = file.key.trim_start_matches("models.");
+        lines.push(format!("{key} = \"{found}\""));
+    }
+    // Only the two lines, on stdout: they go under the board's `[models]` as they are.
+    for line in lines {
+        print_line(&line)?;
+    }
+    Ok(Outcome::Success)
 }

@@ -1,10 +1,12 @@
 //! What keeps the daemon honest from outside the frame loop: the systemd watchdog, the
 //! shutdown signals, and a guard on the model files it loaded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use crate::digest::Sha256;
 
 /// systemd's service manager, or nothing.
 pub trait Watchdog {
@@ -169,7 +171,7 @@ struct Loaded {
     path: PathBuf,
     len: u64,
     modified: Option<SystemTime>,
-    sha256: [u8; 32],
+    sha256: Sha256,
 }
 
 /// The loaded model files' size, modification time and SHA-256 at start. Every check
@@ -185,32 +187,30 @@ pub struct ModelFiles {
     next_hash_ms: Option<u64>,
 }
 
-/// SHA-256 of a file, streamed (a model is megabytes).
-pub(crate) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = sha2::Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hasher.finalize().into())
-}
-
-/// Lower-case hex, as `sha256sum` prints it.
-pub(crate) fn hex_digest(digest: &[u8; 32]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl ModelFiles {
-    pub fn snapshot(paths: &[PathBuf], hash_every_ms: u64) -> Result<Self, String> {
-        let files = paths
+    /// `files`: each path with the SHA-256 the board pins for it, if any; a file that does
+    /// not hash to its pin is refused here too (the loader checked it a moment before).
+    pub fn snapshot(
+        files: &[(PathBuf, Option<Sha256>)],
+        hash_every_ms: u64,
+    ) -> Result<Self, String> {
+        let files = files
             .iter()
-            .map(|p| {
+            .map(|(p, pin)| {
                 let fail = |e: std::io::Error| format!("model file {}: {e}", p.display());
                 let meta = std::fs::metadata(p).map_err(fail)?;
+                let sha256 = Sha256::of_file(p).map_err(fail)?;
+                if let Some(pin) = pin.filter(|pin| *pin != sha256) {
+                    return Err(format!(
+                        "model file {}: SHA-256 {sha256}, but the board pins {pin}",
+                        p.display()
+                    ));
+                }
                 Ok(Loaded {
                     path: p.clone(),
                     len: meta.len(),
                     modified: meta.modified().ok(),
-                    sha256: sha256_file(p).map_err(fail)?,
+                    sha256,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -239,13 +239,12 @@ impl ModelGuard for ModelFiles {
             if !(stat_changed || hash_all) {
                 continue;
             }
-            let sha256 = sha256_file(&file.path).map_err(gone)?;
+            let sha256 = Sha256::of_file(&file.path).map_err(gone)?;
             if sha256 != file.sha256 {
                 return Err(format!(
-                    "model file {} changed on disk since it was loaded (SHA-256 {} at start, {} now)",
+                    "model file {} changed on disk since it was loaded (SHA-256 {} at start, {sha256} now)",
                     file.path.display(),
-                    hex_digest(&file.sha256),
-                    hex_digest(&sha256)
+                    file.sha256,
                 ));
             }
             // Same content (touched, or copied over with the same bytes): not a fault.
@@ -264,8 +263,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("m.onnx");
         std::fs::write(&path, b"original").expect("write");
-        let mut guard =
-            ModelFiles::snapshot(std::slice::from_ref(&path), 60_000).expect("snapshot");
+        let mut guard = ModelFiles::snapshot(&[(path.clone(), None)], 60_000).expect("snapshot");
         assert_eq!(guard.check(0), Ok(()));
         std::fs::write(&path, b"replaced, longer").expect("write");
         assert!(guard.check(1).is_err_and(|e| e.contains("changed")));
@@ -281,7 +279,7 @@ mod tests {
         let mtime = std::fs::metadata(&path)
             .and_then(|m| m.modified())
             .expect("mtime");
-        let mut guard = ModelFiles::snapshot(std::slice::from_ref(&path), 1_000).expect("snapshot");
+        let mut guard = ModelFiles::snapshot(&[(path.clone(), None)], 1_000).expect("snapshot");
         assert_eq!(guard.check(0), Ok(()));
         // Same length, mtime put back: only the periodic hash sees it.
         std::fs::write(&path, b"weights B").expect("write");
@@ -296,7 +294,7 @@ mod tests {
 
         // Touched with the same bytes: size or mtime differ, the hash does not.
         std::fs::write(&path, b"weights A").expect("write");
-        let mut guard = ModelFiles::snapshot(std::slice::from_ref(&path), 1_000).expect("snapshot");
+        let mut guard = ModelFiles::snapshot(&[(path.clone(), None)], 1_000).expect("snapshot");
         std::fs::File::options()
             .write(true)
             .open(&path)
@@ -304,5 +302,24 @@ mod tests {
             .expect("touch");
         assert_eq!(guard.check(10), Ok(()));
         assert_eq!(guard.check(2_000), Ok(()));
+    }
+
+    #[test]
+    fn a_file_that_does_not_hash_to_its_pin_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, b"weights").expect("write");
+        let right = Sha256::of_bytes(b"weights");
+        assert!(ModelFiles::snapshot(&[(path.clone(), Some(right))], 1_000).is_ok());
+        let wrong = Sha256::of_bytes(b"other weights");
+        let err = ModelFiles::snapshot(&[(path.clone(), Some(wrong))], 1_000)
+            .err()
+            .expect("a wrong pin is refused");
+        assert!(
+            err.contains("m.onnx")
+                && err.contains(&right.to_string())
+                && err.contains(&wrong.to_string()),
+            "{err}"
+        );
     }
 }

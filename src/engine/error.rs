@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::digest::Sha256;
+
 /// Why a model file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -19,6 +21,13 @@ pub enum ModelError {
     Prepare { path: PathBuf, reason: String },
     #[error("model file {path}: inference failed: {reason}")]
     Run { path: PathBuf, reason: String },
+    #[error("model file {path}: SHA-256 {found}, but the board pins `{key} = \"{expected}\"`: not the model this board was set up with")]
+    Pinned {
+        path: PathBuf,
+        key: &'static str,
+        expected: Sha256,
+        found: Sha256,
+    },
     #[error("cannot start {threads} inference threads: {reason}")]
     Threads { threads: usize, reason: String },
 }

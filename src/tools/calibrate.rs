@@ -238,7 +238,7 @@ pub fn calibrate(
         set,
         n,
         minors,
-        manifest_sha256: sha256_hex(manifest_bytes),
+        manifest_sha256: crate::digest::Sha256::of_bytes(manifest_bytes).to_string(),
         max_minor_allow: eps,
         minor_allow_upper: round6(chosen.minor_allow_upper),
         adult_referral: round6(chosen.adult_referral),
@@ -277,14 +277,6 @@ fn deny_threshold(predictions: &[Prediction], legal: f32, eps: f64) -> f32 {
         }
     }
     best
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The `[policy]` section, in the board file's own TOML.
