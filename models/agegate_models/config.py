@@ -20,6 +20,9 @@ class BackboneConfig:
 
     kind: str = "faceres"
     image_size: int = 224
+    # "faceres-nn" / "faceres-deep" (mobilenet.py): read the TF.js weights when built (a
+    # checkpoint's backbone_state then replaces them)
+    pretrained: bool = True
     # tiny CNN only
     tiny_width: int = 16
     tiny_channels: int = 32
@@ -71,6 +74,12 @@ class HeadConfig:
     corr_offsets: tuple = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
     text_fusion: bool = True  # text enters the FourierFormer blocks
     contrastive: bool = True  # age logits are image-prompt similarities (else linear head)
+    # first estimate a_0 from the age softmax: "mean" (expectation) or "median" (the 0.5
+    # crossing of its CDF, interpolated within the bin: less pulled to the mode's side)
+    estimator: str = "mean"
+    # P(age >= T) heads (graph output p_over), one small MLP per threshold T (years)
+    p_over: tuple = ()
+    p_over_hidden: int = 64
 
 
 @dataclass
@@ -92,8 +101,9 @@ class ModelConfig:
         head.setdefault("corr_input", "vector")  # checkpoints from before these options
         head.setdefault("in_norm", False)
         head.setdefault("glob_mlp", False)
-        if "corr_offsets" in head:
-            head["corr_offsets"] = tuple(head["corr_offsets"])
+        for k in ("corr_offsets", "p_over"):
+            if k in head:
+                head[k] = tuple(head[k])
         return cls(
             backbone=build(BackboneConfig, d.get("backbone")),
             text=build(TextConfig, d.get("text")),

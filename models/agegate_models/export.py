@@ -30,6 +30,9 @@ from .data import MODELS_DIR, REPO_ROOT, default_data_dir, load_image, read_mani
 from .model import CILFCIAE, ExportModule, build_model
 
 OUTPUTS = ["age", "sigma", "steps"]
+# optional output (models/README.md): P(age >= T) for these thresholds, in this order
+P_OVER = "p_over"
+P_OVER_THRESHOLDS = (13, 16, 18, 21, 25)
 FORBIDDEN_INT8_OPS = {"QLinearAdd", "QLinearMul", "QGemm", "QLinearGlobalAveragePool"}
 FIXTURE_DIR = REPO_ROOT / "tests" / "fixtures" / "age_parity"
 # the shipped student's last stages (finetune.py), see models/README.md "Training": tower
@@ -64,8 +67,8 @@ def export_onnx(model: CILFCIAE, path: str | Path, opset: int = 17) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     s = model.cfg.backbone.image_size
     em = ExportModule(model).eval()
-    dyn = {"image": {0: "batch"}, "age": {0: "batch"}, "sigma": {0: "batch"}}
-    dyn["steps"] = {0: "batch"}
+    names = OUTPUTS + ([P_OVER] if model.cfg.head.p_over else [])
+    dyn = {n: {0: "batch"} for n in ["image", *names]}
     with torch.no_grad():
         torch.onnx.export(
             em,
@@ -74,7 +77,7 @@ def export_onnx(model: CILFCIAE, path: str | Path, opset: int = 17) -> Path:
             dynamo=False,
             opset_version=opset,
             input_names=["image"],
-            output_names=OUTPUTS,
+            output_names=names,
             dynamic_axes=dyn,
             do_constant_folding=True,
         )
@@ -216,7 +219,13 @@ def check_contract(path: str | Path) -> dict:
         assert n in outs, f"no output named {n}"
     sd = [d.dim_value or d.dim_param for d in outs["steps"].type.tensor_type.shape.dim]
     assert len(sd) == 2
-    return {"size": dims[2], "T": sd[1]}
+    info = {"size": dims[2], "T": sd[1], "p_over": 0}
+    if P_OVER in outs:  # optional; [B, 5] float32
+        pd = [d.dim_value or d.dim_param for d in outs[P_OVER].type.tensor_type.shape.dim]
+        assert len(pd) == 2 and pd[1] == len(P_OVER_THRESHOLDS), f"p_over shape {pd}"
+        assert outs[P_OVER].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        info["p_over"] = pd[1]
+    return info
 
 
 def op_histogram(path: str | Path) -> dict[str, int]:
@@ -268,8 +277,9 @@ def count_macs(path: str | Path) -> dict[str, int]:
 
 
 def run_onnx(sess, image: np.ndarray) -> dict[str, np.ndarray]:
-    res = sess.run(OUTPUTS, {"image": image.astype(np.float32)})
-    return dict(zip(OUTPUTS, res, strict=True))
+    names = [o.name for o in sess.get_outputs() if o.name in (*OUTPUTS, P_OVER)]
+    res = sess.run(names, {"image": image.astype(np.float32)})
+    return dict(zip(names, res, strict=True))
 
 
 def evaluate_onnx(path, manifest=None, root=None, limit: int = 0, batch: int = 16) -> dict:
@@ -329,11 +339,20 @@ def update_sha256sums(files: list[Path], sums: Path = MODELS_DIR / "SHA256SUMS")
     sums.write_text("\n".join(kept) + "\n")
 
 
-def write_fixture(out_dir: Path = FIXTURE_DIR, seed: int = 0, size: int = 32) -> dict:
-    """A tiny randomly initialised CILF-CIAE (real architecture, small dims) + an input and
+# the shipped student's head options mirrored by the Rust parity fixture
+FIXTURE_HEAD = {"p_over": P_OVER_THRESHOLDS, "estimator": "median"}
+
+
+def write_fixture(
+    out_dir: Path = FIXTURE_DIR, seed: int = 0, size: int = 32, head: dict | None = None
+) -> dict:
+    """A tiny randomly initialised CILF-CIAE (real architecture, small dims: the head
+    options of ``head``, default ``FIXTURE_HEAD``, e.g. the p_over output) + an input and
     onnxruntime's outputs, for the Rust parity test."""
     torch.manual_seed(seed)
     cfg = tiny_model_config(size)
+    for k, v in (FIXTURE_HEAD if head is None else head).items():
+        setattr(cfg.head, k, v)
     model = build_model(cfg).eval()
     # make the random head less degenerate: non-zero correction and modulation weights
     with torch.no_grad():
@@ -351,7 +370,7 @@ def write_fixture(out_dir: Path = FIXTURE_DIR, seed: int = 0, size: int = 32) ->
     o = run_onnx(ort_session(path), x)
     with torch.no_grad():
         ref = ExportModule(model)(torch.from_numpy(x))
-    for a, b in zip(ref, OUTPUTS, strict=True):
+    for a, b in zip(ref, OUTPUTS + ([P_OVER] if cfg.head.p_over else []), strict=True):
         np.testing.assert_allclose(a.numpy(), o[b], rtol=1e-4, atol=1e-4)
     (out_dir / "input.json").write_text(
         json.dumps({"name": "image", "shape": list(x.shape), "data": x.ravel().tolist()})
@@ -381,7 +400,8 @@ def retrain(
     """The shipped recipe end to end (features are computed and cached on first use):
     teacher (224), distilled frozen-tower student (104), then the student's head and the
     tower's last blocks fine-tuned on the runtime's 112-px crops (finetune.py, stages
-    ``FINETUNE_STAGES``: at 112 px, then at 104 px, what ships). ``crops``: ``train_112/`` and ``val_112/`` from ``agegate crops``."""
+    ``FINETUNE_STAGES``: at 112 px, then at 104 px, what ships). ``crops``: ``train_112/``
+    and ``val_112/`` from ``agegate crops``."""
     from .distill import make_teacher_fn, teacher_targets
     from .finetune import finetune
     from .train import TrainConfig, run
@@ -497,8 +517,14 @@ def main(argv: list[str] | None = None) -> int:
         s32 = export_onnx(sm, a.out_dir / "age_student_f32.onnx")
         # The integer form needs the calibration set; the shipped form (int8 weights,
         # float arithmetic: faster in tract) is made from the same float graph.
+        # calibration/ records the recipe of the committed files only
+        record = a.out_dir.resolve() == MODELS_DIR.resolve()
         qlinear = quantize_model(
-            s32, a.out_dir / "age_student_int8_qlinear.onnx", n=a.calib_n, form="qlinear"
+            s32,
+            a.out_dir / "age_student_int8_qlinear.onnx",
+            n=a.calib_n,
+            form="qlinear",
+            record=record,
         )
         s8 = quantize_model(s32, a.out_dir / "age_student_int8.onnx", form="weights")
         written += [s32, qlinear, s8]

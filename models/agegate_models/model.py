@@ -97,6 +97,12 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
         from .faceres import FaceRes  # owned by the faceres port
 
         return FaceRes(heads=False)
+    if cfg.kind in ("faceres-nn", "faceres-deep"):
+        # the same towers as plain torch layers (mobilenet.py); "faceres-nn" has faceres'
+        # weights, "faceres-deep" the other weight set of the same graph
+        from .mobilenet import FaceMobileNet
+
+        return FaceMobileNet(cfg.kind.removesuffix("-nn"), heads=False, load=cfg.pretrained)
     raise ValueError(f"unknown backbone kind {cfg.kind!r}")
 
 
@@ -229,6 +235,23 @@ class CILFHead(nn.Module):
             nn.init.zeros_(m[-1].bias)
             self.corr.append(m)
         self.register_buffer("ages", torch.arange(cfg.n_ages, dtype=torch.float32))
+        if cfg.estimator not in ("mean", "median"):
+            raise ValueError(f"estimator {cfg.estimator!r}: 'mean' or 'median'")
+        if cfg.estimator == "median":
+            # CDF as a matmul with a constant triangle (no CumSum op in the graph)
+            tri = torch.triu(torch.ones(cfg.n_ages, cfg.n_ages))
+            self.register_buffer("cdf_tri", tri, persistent=False)
+        self.p_over = nn.ModuleList()
+        for _ in cfg.p_over:
+            self.p_over.append(
+                nn.Sequential(
+                    nn.Linear(d, cfg.p_over_hidden), nn.GELU(), nn.Linear(cfg.p_over_hidden, 1)
+                )
+            )
+        if cfg.p_over:
+            self.register_buffer(
+                "p_over_t", torch.tensor([float(t) for t in cfg.p_over]), persistent=False
+            )
 
     def text_context(self, prompts: torch.Tensor) -> list:
         """Per-block attention keys/values of the prompts (constant once trained)."""
@@ -237,7 +260,9 @@ class CILFHead(nn.Module):
         t = self.text_in(prompts)
         return [blk.pool.keys_values(t) for blk in self.blocks]
 
-    def embed_image(self, tokens, pooled, prompts, ctx: list | None = None):
+    def embed_image(self, tokens, pooled, prompts, ctx: list | None = None, with_u=False):
+        """The normalised image embedding z ``[B,e]`` (and, ``with_u``, the fused image
+        state u ``[B,d]`` it is projected from)."""
         x = self.feat_drop(self.tok_norm(tokens.flatten(2).transpose(1, 2)))  # [B,N,C]
         x = self.tok_proj(x) + self.pos
         g = self.glob_proj(self.feat_drop(self.glob_norm(pooled)))
@@ -245,7 +270,28 @@ class CILFHead(nn.Module):
         for blk, kv in zip(self.blocks, ctx, strict=True):
             x = blk(x, g, kv)
         u = self.norm(x.mean(dim=1)) + g
-        return F.normalize(self.img_proj(u), dim=-1)
+        z = F.normalize(self.img_proj(u), dim=-1)
+        return (z, u) if with_u else z
+
+    def first_estimate(self, probs: torch.Tensor) -> torch.Tensor:
+        """a_0 from the age softmax: its expectation, or its median (bin k covers
+        [k - 0.5, k + 0.5); the 0.5 crossing of the CDF, linear within the bin)."""
+        if self.cfg.estimator == "mean":
+            return probs @ self.ages
+        before = probs @ self.cdf_tri - probs  # CDF up to the previous bin
+        frac = ((0.5 - before) / probs.clamp_min(1e-6)).clamp(0.0, 1.0)
+        return frac.sum(dim=-1) - 0.5
+
+    def p_over_logits(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h(u) for h in self.p_over], dim=-1)
+
+    @staticmethod
+    def monotone(p: torch.Tensor) -> torch.Tensor:
+        """Running minimum over the thresholds (ascending): P(age >= T) never rises with T."""
+        cols = [p[:, :1]]
+        for j in range(1, p.shape[1]):
+            cols.append(torch.minimum(p[:, j : j + 1], cols[-1]))
+        return torch.cat(cols, dim=1)
 
     def text_at(self, age: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         """Inverse direction: the prompt embedding at a (real-valued) age, by Gaussian soft
@@ -274,21 +320,21 @@ class CILFHead(nn.Module):
     def forward(self, tokens, pooled, prompts: torch.Tensor, ctx: list | None = None):
         """prompts: ``[K,e]`` L2-normalised prompt embeddings; ctx: ``text_context(prompts)``
         when precomputed (export)."""
-        z = self.embed_image(tokens, pooled, prompts, ctx)
+        z, u = self.embed_image(tokens, pooled, prompts, ctx, with_u=True)
         sim = z @ prompts.t()  # [B,K] cosine similarities
         if self.cfg.contrastive:
             logits = sim * self.logit_scale.clamp(max=math.log(100.0)).exp() + self.age_bias
         else:
             logits = self.cls(z)
         probs = logits.softmax(dim=-1)
-        age = probs @ self.ages
+        age = self.first_estimate(probs)
         steps = [age]
         for m in self.corr:
             age = age + 5.0 * m(self.correction_input(z, age, prompts)).squeeze(-1)
             steps.append(age)
         dev = self.ages.unsqueeze(0) - age.unsqueeze(1)
         sigma = torch.sqrt((probs * dev * dev).sum(dim=-1) + 0.25)
-        return {
+        out = {
             "logits": logits,
             "sim": sim,
             "z": z,
@@ -297,6 +343,11 @@ class CILFHead(nn.Module):
             "sigma": sigma,
             "steps": torch.stack(steps, dim=1),
         }
+        if len(self.p_over):
+            po = self.p_over_logits(u)
+            out["p_over_logits"] = po
+            out["p_over"] = self.monotone(torch.sigmoid(po))
+        return out
 
 
 class CILFCIAE(nn.Module):
@@ -334,7 +385,8 @@ class CILFCIAE(nn.Module):
 
 
 class ExportModule(nn.Module):
-    """The on-device graph: ``image`` -> ``age [B]``, ``sigma [B]``, ``steps [B,T]``."""
+    """The on-device graph: ``image`` -> ``age [B]``, ``sigma [B]``, ``steps [B,T]`` (and
+    ``p_over [B,len(thresholds)]`` when the head has P(age >= T) heads)."""
 
     def __init__(self, model: CILFCIAE):
         super().__init__()
@@ -356,6 +408,8 @@ class ExportModule(nn.Module):
             (getattr(self, f"text_k{i}"), getattr(self, f"text_v{i}")) for i in range(self.n_ctx)
         ]
         out = self.head(f["tokens"], f["pooled"], self.prompts, ctx or None)
+        if "p_over" in out:
+            return out["age"], out["sigma"], out["steps"], out["p_over"]
         return out["age"], out["sigma"], out["steps"]
 
 

@@ -777,7 +777,7 @@ class TfjsGraphModel(nn.Module):
     def forward(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> dict[str, torch.Tensor]:
         if len(args) > len(self.input_names):
             raise TypeError(f"graph has {len(self.input_names)} inputs, got {len(args)}")
-        feed = dict(zip(self.input_names, args))
+        feed = dict(zip(self.input_names, args, strict=True))
         feed.update(kwargs)
         vals: dict[str, Any] = {}
         nchw: dict[str, bool] = {}

@@ -79,6 +79,9 @@ class TrainConfig:
     glob_mlp: bool = True
     clip_checkpoint: str = ""  # OpenAI/OpenCLIP checkpoint for the text tower
     freeze_text: bool = False
+    # age balancing: every loss term weighted by the LDS weight of the label
+    # (losses.lds_weights, smoothed^-alpha); 0 = off
+    balance_alpha: float = 0.0
     # loss
     loss: LossWeights = field(default_factory=LossWeights)
     # output
@@ -295,6 +298,11 @@ def run(
     warm = steps_per_epoch * tc.warmup_epochs
     gen = torch.Generator().manual_seed(tc.seed)
     flip_of = torch.tensor(train_fs.is_flip, dtype=torch.long)
+    sample_w = None
+    if tc.balance_alpha > 0:
+        from .losses import lds_weights
+
+        sample_w = lds_weights(train_fs.ages, alpha=tc.balance_alpha)
     out = Path(tc.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -324,6 +332,7 @@ def run(
                 model.head.logit_scale.clamp(max=math.log(100.0)).exp(),
                 cfg.head.contrastive,
                 teacher,
+                sample_w=sample_w[idx] if sample_w is not None else None,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -373,6 +382,13 @@ def load_checkpoint(path: str | Path, with_backbone: bool = False, tokenizer=Non
 
     ck = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ModelConfig.from_dict(ck["model_config"])
+    if any(k.startswith("backbone.") for k in ck["state_dict"]):
+        # student.py checkpoints carry the whole (fine-tuned) tower in the model state
+        bb = build_backbone(dataclasses.replace(cfg.backbone, pretrained=False))
+        model = CILFCIAE(cfg, bb, tokenizer)
+        model.load_state_dict(ck["state_dict"], strict=True)
+        model.backbone.eval()
+        return model.eval()
     model = CILFCIAE(cfg, None, tokenizer)
     model.load_state_dict(ck["state_dict"], strict=True)
     if with_backbone:

@@ -256,8 +256,8 @@ def weighted_nms(
     while remaining:
         best = remaining[0]
         sim = iou(boxes[best], boxes[remaining])
-        group = [i for i, s in zip(remaining, sim) if s > MIN_SUPPRESSION_THRESHOLD]
-        rest = [i for i, s in zip(remaining, sim) if s <= MIN_SUPPRESSION_THRESHOLD]
+        group = [i for i, s in zip(remaining, sim, strict=True) if s > MIN_SUPPRESSION_THRESHOLD]
+        rest = [i for i, s in zip(remaining, sim, strict=True) if s <= MIN_SUPPRESSION_THRESHOLD]
         if group:
             wts = scores[group].astype(np.float64)
             total = wts.sum()
@@ -332,7 +332,7 @@ class BlazeFace:
                 Detection(
                     box=[float(sx[0]), float(sy[0]), float(sx[1]), float(sy[1])],
                     score=score,
-                    keypoints=[[float(x), float(y)] for x, y in zip(kx, ky)],
+                    keypoints=[[float(x), float(y)] for x, y in zip(kx, ky, strict=True)],
                 )
             )
         return dets
@@ -429,7 +429,7 @@ def cmd_measure(args: argparse.Namespace) -> None:
     print(f"\n{BEST_SCHEME}: {len(kps)} faces, mean score {np.mean(scores):.4f}")
     print(f"keypoint 0 (right eye) left of keypoint 1 (left eye): {eye_order_ok}/{len(kps)}")
     print("mean keypoints (normalised x, y; best detection per image):")
-    for name, (x, y) in zip(KEYPOINT_NAMES, k):
+    for name, (x, y) in zip(KEYPOINT_NAMES, k, strict=True):
         print(f"  {name:18s} {x:.4f} {y:.4f}")
     print("std of keypoints:", np.round(np.std(kps, axis=0), 4).tolist())
     print("mean box (x0, y0, x1, y1):", np.round(np.mean(boxes, axis=0), 4).tolist())

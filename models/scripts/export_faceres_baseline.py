@@ -39,8 +39,8 @@ MODELS_DIR = Path(__file__).resolve().parents[1]
 REPO_ROOT = MODELS_DIR.parent
 sys.path.insert(0, str(MODELS_DIR))
 
-from agegate_models.data import load_image
-from agegate_models.faceres import FaceRes
+from agegate_models.data import load_image  # noqa: E402 (after the sys.path line)
+from agegate_models.faceres import FaceRes  # noqa: E402 (after the sys.path line)
 
 DEFAULT_MANIFEST = Path("/work/shared/data/utkface/val.csv")
 OUTPUTS = ["age", "sigma", "steps"]

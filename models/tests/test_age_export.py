@@ -143,7 +143,12 @@ def test_parity_fixture(tmp_path):
     o = run_onnx(ort_session(tmp_path / "model.onnx"), x)
     for k, v in exp["outputs"].items():
         np.testing.assert_allclose(o[k].ravel(), v["data"], rtol=1e-5, atol=1e-5)
-    assert set(exp["outputs"]) == {"age", "sigma", "steps"} and info["size"] < 1 << 20
+    assert set(exp["outputs"]) == {"age", "sigma", "steps", "p_over"} and info["size"] < 1 << 20
+    p = np.array(exp["outputs"]["p_over"]["data"])
+    assert exp["outputs"]["p_over"]["shape"] == [1, 5] and ((p >= 0) & (p <= 1)).all()
+    # the head options of the shipped student are in the fixture (median a_0, p_over)
+    old = write_fixture(tmp_path / "plain", head={})
+    assert "p_over" not in old["outputs"]
 
 
 class _BgrStem(torch.nn.Module):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _age_helpers import tokenizer
+from _age_helpers import require_fetched, tokenizer
 from PIL import Image
 
 from agegate_models.data import FeatureSet
@@ -21,13 +21,10 @@ from agegate_models.finetune import (
 )
 from agegate_models.train import TrainConfig, load_checkpoint, run
 
-FACERES = Path(__file__).resolve().parents[1] / ".cache" / "faceres" / "faceres.json"
-
 
 @pytest.fixture(scope="module")
 def faceres():
-    if not FACERES.is_file():
-        pytest.skip("faceres weights not cached (python -m agegate_models.fetch faceres)")
+    require_fetched("faceres", "faceres.json")
     from agegate_models.faceres import FaceRes
 
     torch.manual_seed(0)

@@ -103,3 +103,16 @@ def test_pinned_registry_is_well_formed():
         assert len(art.sha256) == 64 and art.files, name
         for dest, digest in art.files.values():
             assert "/" not in dest and len(digest) == 64, name
+
+
+def test_agev1_script_pins_the_fetched_files():
+    """scripts/agev1_teacher.py runs in its own venv; its hashes are fetch.py's."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "agev1_teacher.py"
+    spec = importlib.util.spec_from_file_location("agev1_teacher", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert {dest: digest for dest, digest in F.ARTEFACTS["agev1"].files.values()} == mod.PINNED
+    deep = F.ARTEFACTS["faceres-deep"]
+    assert deep.sha256 == F.ARTEFACTS["faceres"].sha256  # the same pinned npm tarball

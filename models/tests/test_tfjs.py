@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _age_helpers import require_fetched, require_file
 
 from agegate_models.tfjs import UnsupportedOpError, load_graph_model, read_weights, same_padding
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
-FACERES_DIR = REPO / "models" / ".cache" / "faceres"
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,10 +208,12 @@ def build_mobilenetish(d: Path, quant: str | None = None, seed: int = 0):
     g.op("relu2", "Relu", ["a2"])
     g.op("min2", "Minimum", ["relu2", "six"])
     g.op("max2", "Maximum", ["min2", "zero"])
+    relu = {"list": {"s": [_s("BiasAdd")["s"], _s("Relu")["s"]]}}
+    relu6 = {"list": {"s": [_s("BiasAdd")["s"], _s("Relu6")["s"]]}}
     g.op("c3", "_FusedConv2D", ["max2", "k3", "b3"], strides=_ints([1, 2, 2, 1]), padding=valid,
-         fused_ops={"list": {"s": [_s("BiasAdd")["s"], _s("Relu")["s"]]}}, num_args={"i": "1"})  # fmt: skip
+         fused_ops=relu, num_args={"i": "1"})  # fmt: skip
     g.op("d4", "FusedDepthwiseConv2dNative", ["c3", "kd4", "b4"], strides=_ints([1, 2, 2, 1]),
-         padding=same, fused_ops={"list": {"s": [_s("BiasAdd")["s"], _s("Relu6")["s"]]}})  # fmt: skip
+         padding=same, fused_ops=relu6)  # fmt: skip
     g.op("mean", "Mean", ["d4", "axes"], keep_dims={"b": False})
     g.op("fc", "_FusedMatMul", ["mean", "w5", "b5"],
          fused_ops={"list": {"s": [_s("BiasAdd")["s"], _s("Relu")["s"]]}})  # fmt: skip
@@ -357,20 +359,15 @@ def test_unknown_fused_op_is_named(tmp_path):
 # --------------------------------------------------------------------------------------------
 # the real faceres (needs `python -m agegate_models.fetch faceres`)
 
-needs_faceres = pytest.mark.skipif(
-    not (FACERES_DIR / "faceres.json").is_file(),
-    reason=f"{FACERES_DIR} absent: run `python -m agegate_models.fetch faceres` in models/",
-)
-
 
 @pytest.fixture(scope="module")
 def faceres():
+    require_fetched("faceres", "faceres.json")
     from agegate_models.faceres import FaceRes
 
     return FaceRes().eval()
 
 
-@needs_faceres
 def test_faceres_shapes(faceres):
     from agegate_models.faceres import count_macs
 
@@ -389,14 +386,11 @@ def test_faceres_shapes(faceres):
     assert 145e6 < count_macs(faceres, 112) < 150e6  # 568 M at 224
 
 
-@needs_faceres
-@pytest.mark.skipif(
-    not (DATA / "utkface" / "val.csv").is_file(), reason=f"{DATA}/utkface/val.csv absent"
-)
 def test_faceres_age_on_val(faceres):
     from agegate_models.eval_faceres import evaluate
 
-    r = evaluate(faceres, DATA / "utkface" / "val.csv", size=224, limit=50, batch=25)
+    val = require_file(DATA / "utkface" / "val.csv", "the UTKFace manifests (shared/data)")
+    r = evaluate(faceres, val, size=224, limit=50, batch=25)
     assert r["n"] == 50
     assert r["mae"] < 9.0, r  # ~6 with the HSE preprocessing; ~8+ when it is wrong
 
