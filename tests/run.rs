@@ -75,6 +75,21 @@ fn relay_levels(events: &[Value]) -> Vec<bool> {
 fn dev_board_with(dir: &Path, policy: (u32, u32), recording: &Path) -> PathBuf {
     let text = std::fs::read_to_string(root().join("boards/dev.toml")).expect("dev board");
     let models = root().join("models");
+    // The calibrated thresholds move with the legal age, as a REQUEST's age moves them.
+    let up = policy.0 as f32 - 18.0;
+    let shifted = |line: &str, key: &str| -> Option<String> {
+        let value: f32 = line.strip_prefix(key)?.trim().parse().ok()?;
+        Some(format!("{key}{}", value + up))
+    };
+    let text: String = text
+        .lines()
+        .map(|l| {
+            shifted(l, "allow_at = ")
+                .or_else(|| shifted(l, "deny_below = "))
+                .unwrap_or_else(|| l.to_string())
+                + "\n"
+        })
+        .collect();
     let text = text
         .replace("../models", &models.display().to_string())
         .replace("legal_age = 18", &format!("legal_age = {}", policy.0))
@@ -92,28 +107,33 @@ fn dev_board_with(dir: &Path, policy: (u32, u32), recording: &Path) -> PathBuf {
 }
 
 #[test]
-fn dev_board_on_the_bundled_frames_allows_then_refers() {
+fn dev_board_on_the_bundled_frames_allows_both_adults() {
     let out = run(&root().join("boards/dev.toml"));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    // Grace Hopper (about 77 in the photo) then the astronaut (read as about 27, within
-    // k*sigma of the challenge age 25).
+    // Grace Hopper (about 77 in the photo) then the astronaut (39 in hers): both over the
+    // calibrated threshold.
     assert_eq!(
         decisions(&out.events),
-        vec!["ALLOW", "REFER"],
+        vec!["ALLOW", "ALLOW"],
         "{:?}",
         out.events
     );
     let sent = serial_decisions(&out.events);
     assert_eq!(sent.len(), 2);
-    assert!(matches!(
-        sent[0],
-        Message::Decision {
-            decision: agegate::decide::Decision::Allow,
-            ..
-        }
-    ));
-    // The relay: one pulse for the one ALLOW, off at the end.
-    assert_eq!(relay_levels(&out.events), vec![true, false]);
+    for message in &sent {
+        assert!(
+            matches!(
+                message,
+                Message::Decision {
+                    decision: agegate::decide::Decision::Allow,
+                    ..
+                }
+            ),
+            "{message:?}"
+        );
+    }
+    // The relay: one pulse per ALLOW, off at the end.
+    assert_eq!(relay_levels(&out.events), vec![true, false, true, false]);
     for d in of_kind(&out.events, "decision") {
         assert!(d["frames"].as_u64().unwrap_or(0) >= 5, "{d}");
         assert!(
@@ -241,11 +261,27 @@ fn bad_board_files_fail_at_start_naming_the_key() {
             "policy.challenge_age",
         ),
         (
-            dev.replace("k_sigma = 1.0", "k_sigma = 9.0"),
+            dev.replace(
+                "rule = \"threshold\"",
+                "rule = \"threshold\"\nk_sigma = 1.0",
+            ),
             "policy.k_sigma",
         ),
         (
-            dev.replace("k_sigma = 1.0", "k_sigma = 1.0\nmin_request_age = 3"),
+            dev.replace("rule = \"threshold\"", "rule = \"margin\"\nk_sigma = 9.0")
+                .replace("allow_at", "# allow_at")
+                .replace("deny_below", "# deny_below"),
+            "policy.k_sigma",
+        ),
+        (
+            dev.replace("allow_at = ", "allow_at = 9"),
+            "policy.allow_at",
+        ),
+        (
+            dev.replace(
+                "rule = \"threshold\"",
+                "rule = \"threshold\"\nmin_request_age = 3",
+            ),
             "policy.min_request_age",
         ),
         (

@@ -38,11 +38,15 @@ pub enum CalibrateError {
     },
     #[error("the p_over rule needs an age model with the `p_over` output")]
     NoPOver,
-    #[error("no {rule} setting bounds the minors allowed at {eps} on {set}")]
+    #[error("no {rule} setting bounds the minors allowed at {eps} on {set}: the strictest, {strictest}, still allows {allowed} of {minors} (upper bound {upper:.4}); ask for at least that, or check the labels of the minors it allows (the per-image CSV of `agegate eval`)")]
     Unreachable {
         rule: &'static str,
         eps: f64,
         set: String,
+        strictest: f32,
+        allowed: usize,
+        minors: usize,
+        upper: f64,
     },
 }
 
@@ -224,10 +228,16 @@ pub fn calibrate(
         }
     }
     let Some((policy, chosen)) = chosen else {
+        // The table runs from the most permissive setting to the strictest.
+        let strictest = table.last();
         return Err(CalibrateError::Unreachable {
             rule: name,
             eps,
             set,
+            strictest: strictest.map_or(f32::NAN, |c| c.value),
+            allowed: strictest.map_or(minors, |c| c.minors_allowed),
+            minors,
+            upper: strictest.map_or(1.0, |c| c.minor_allow_upper),
         });
     };
     let policy = policy
