@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use agegate::config::Board;
+use agegate::decide::Rule;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,7 +28,22 @@ fuzz_target!(|data: &[u8]| {
             assert!(
                 p.challenge_age() >= p.legal_age() && p.challenge_age() <= p.legal_age() + 15.0
             );
-            assert!((0.0..=5.0).contains(&p.k_sigma()));
+            // Every rule a board can carry is within the ranges it was validated against.
+            match p.rule() {
+                Rule::Margin { k_sigma } => assert!((0.0..=5.0).contains(&k_sigma)),
+                Rule::Threshold {
+                    allow_at,
+                    deny_below,
+                } => {
+                    assert!(allow_at >= p.legal_age() && allow_at <= p.legal_age() + 25.0);
+                    assert!((0.0..=p.legal_age()).contains(&deny_below));
+                }
+                Rule::POver {
+                    allow_p, deny_p, ..
+                } => {
+                    assert!(allow_p > 0.5 && allow_p < 1.0 && (0.0..0.5).contains(&deny_p));
+                }
+            }
             assert!((1..=64).contains(&board.runtime.threads));
             assert!(board.daemon.max_bad_frames >= 1 && board.daemon.max_model_errors >= 1);
         }
