@@ -414,6 +414,26 @@ mod serial_line {
         }
     }
 
+    /// The FAULTs (code, detail) the host's end has to read once the daemon has exited;
+    /// the device end is closed after the read (see `pty_board`).
+    fn faults_heard(
+        host: &mut serialport::TTYPort,
+        device: serialport::TTYPort,
+    ) -> Vec<(u8, String)> {
+        host.set_timeout(Duration::from_millis(200))
+            .expect("timeout");
+        let mut bytes = Vec::new();
+        drain(host, &mut bytes);
+        drop(device);
+        let mut faults = Vec::new();
+        Decoder::new().feed(&bytes, |m| {
+            if let Message::Fault { code, detail } = m {
+                faults.push((code.0, detail.to_string()));
+            }
+        });
+        faults
+    }
+
     #[test]
     fn pings_sent_byte_by_byte_are_answered_with_a_recording_source() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -471,18 +491,8 @@ mod serial_line {
         drop(stdout);
         let out = child.wait_with_output().expect("wait");
         assert_eq!(out.status.code(), Some(3));
-        host.set_timeout(Duration::from_millis(200))
-            .expect("timeout");
-        let mut bytes = Vec::new();
-        drain(&mut host, &mut bytes);
-        drop(device);
-        let mut faults = Vec::new();
-        Decoder::new().feed(&bytes, |m| {
-            if let Message::Fault { code, .. } = m {
-                faults.push(code.0);
-            }
-        });
-        assert!(faults.contains(&0xFF), "{faults:?}");
+        let faults = faults_heard(&mut host, device);
+        assert!(faults.iter().any(|(code, _)| *code == 0xFF), "{faults:?}");
     }
 
     #[test]
@@ -509,17 +519,7 @@ mod serial_line {
             "{stderr}"
         );
         assert!(out.stdout.is_empty(), "no event, no decision");
-        host.set_timeout(Duration::from_millis(200))
-            .expect("timeout");
-        let mut bytes = Vec::new();
-        drain(&mut host, &mut bytes);
-        drop(device);
-        let mut faults = Vec::new();
-        Decoder::new().feed(&bytes, |m| {
-            if let Message::Fault { code, detail } = m {
-                faults.push((code.0, detail.to_string()));
-            }
-        });
+        let faults = faults_heard(&mut host, device);
         assert_eq!(faults, vec![(0x02, "model pin wrong".to_string())]);
     }
 }
