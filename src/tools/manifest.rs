@@ -1,5 +1,6 @@
 //! Labelled-photo manifests: CSV with a header, columns `path,age` and optionally
-//! `gender,race,subject`; `path` is relative to a root folder (by default the manifest's).
+//! `gender,race,subject`; a relative `path` resolves against a root folder (by default the
+//! manifest's), an absolute one is taken as written.
 
 use std::path::{Path, PathBuf};
 
@@ -157,6 +158,15 @@ mod tests {
         assert_eq!(entries[0].race, None);
         assert_eq!(entries[1].age, 7.5);
         assert_eq!(entries[1].race.as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn absolute_paths_are_taken_as_written() {
+        // Found by the manifest fuzz target: an absolute path does not start with the root.
+        let text = "path,age\n/photos/x.jpg,4.5\nrel.jpg,30\n";
+        let entries = parse(text.as_bytes(), Path::new("m.csv"), Path::new("/data")).unwrap();
+        assert_eq!(entries[0].path, PathBuf::from("/photos/x.jpg"));
+        assert_eq!(entries[1].path, PathBuf::from("/data/rel.jpg"));
     }
 
     #[test]
