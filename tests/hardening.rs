@@ -204,59 +204,71 @@ fn states(dir: &Path) -> Vec<State> {
 fn every_stop_signal_in_every_state_closes_the_gate_and_tells_the_host() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Under qemu each case costs minutes of emulated inference: the three kinds of stop (a
-    // hang-up, the service manager's, a closed pipe's) stand for the rest, one per state.
+    // hang-up, the service manager's, a closed pipe's) stand for the rest, one per state,
+    // and the three states run side by side (one batch), so the emulated daemons load and
+    // infer on both cores.
     let emulated_cases = ["SIGTERM", "SIGHUP", "SIGPIPE"];
+    let mut pending = Vec::new();
     for (i, (state, board, ready)) in states(dir.path()).into_iter().enumerate() {
-        let signals: Vec<(libc::c_int, &str)> = agegate::daemon::STOP_SIGNALS
-            .iter()
-            .copied()
-            .filter(|(_, n)| !emulated() || emulated_cases[i % emulated_cases.len()] == *n)
-            .collect();
-        // One batch per state: the daemons load their models side by side.
-        let mut running: Vec<(&str, libc::c_int, Daemon)> = signals
-            .iter()
-            .map(|&(n, name)| (name, n, Daemon::start(&board, &["--loop"])))
-            .collect();
-        for (name, n, daemon) in &mut running {
-            daemon.wait_for(&format!("{state} state ({name})"), ready);
-            daemon.signal(*n);
-        }
-        for (name, _, daemon) in running {
-            let case = format!("{name} while {state}");
-            let (events, code, stderr) = daemon.finish();
-            assert_eq!(code, Some(0), "{case}: {stderr}");
-            assert!(!stderr.contains("panicked"), "{case}: {stderr}");
-            let fault = events
+        pending.extend(
+            agegate::daemon::STOP_SIGNALS
                 .iter()
-                .position(is_shutdown_fault)
-                .unwrap_or_else(|| panic!("{case}: no FAULT shutdown in {events:?}"));
-            // The relay is inactive at exit: its last level is off (or it never moved).
-            let relay: Vec<&Value> = events.iter().filter(|e| e["line"] == "relay").collect();
-            assert!(
-                relay.last().is_none_or(|e| e["active"] == false),
-                "{case}: relay left on: {relay:?}"
-            );
-            match state {
-                "idle" => assert!(relay.is_empty(), "{case}: {relay:?}"),
-                "deciding" => {
-                    assert!(relay.is_empty(), "{case}: {relay:?}");
-                    assert!(
-                        events[fault..]
-                            .iter()
-                            .any(|e| is_tx(e, "decision") && e["message"]["decision"] == "REFER"),
-                        "{case}: the open window is not answered REFER: {events:?}"
-                    );
-                }
-                _ => assert!(
-                    events[fault..].iter().any(|e| is_relay(e, false)),
-                    "{case}: the relay was not pulsing when the signal came: {events:?}"
-                ),
-            }
-            assert!(
-                stderr.contains(name),
-                "{case}: the log does not name the signal: {stderr}"
-            );
+                .copied()
+                .filter(|(_, n)| !emulated() || emulated_cases[i % emulated_cases.len()] == *n)
+                .map(|(n, name)| (state, name, n, Daemon::start(&board, &["--loop"]), ready)),
+        );
+        // Natively, one batch per state: a state's daemons load their models side by side,
+        // and the next state's start once these have stopped.
+        if !emulated() {
+            stop_and_check(std::mem::take(&mut pending));
         }
+    }
+    stop_and_check(pending);
+}
+
+type Case<'a> = (&'a str, &'a str, libc::c_int, Daemon, fn(&Value) -> bool);
+
+/// Signals each daemon once it shows its state, then checks how each stopped.
+fn stop_and_check(mut running: Vec<Case>) {
+    for (state, name, n, daemon, ready) in &mut running {
+        daemon.wait_for(&format!("{state} state ({name})"), *ready);
+        daemon.signal(*n);
+    }
+    for (state, name, _, daemon, _) in running {
+        let case = format!("{name} while {state}");
+        let (events, code, stderr) = daemon.finish();
+        assert_eq!(code, Some(0), "{case}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{case}: {stderr}");
+        let fault = events
+            .iter()
+            .position(is_shutdown_fault)
+            .unwrap_or_else(|| panic!("{case}: no FAULT shutdown in {events:?}"));
+        // The relay is inactive at exit: its last level is off (or it never moved).
+        let relay: Vec<&Value> = events.iter().filter(|e| e["line"] == "relay").collect();
+        assert!(
+            relay.last().is_none_or(|e| e["active"] == false),
+            "{case}: relay left on: {relay:?}"
+        );
+        match state {
+            "idle" => assert!(relay.is_empty(), "{case}: {relay:?}"),
+            "deciding" => {
+                assert!(relay.is_empty(), "{case}: {relay:?}");
+                assert!(
+                    events[fault..]
+                        .iter()
+                        .any(|e| is_tx(e, "decision") && e["message"]["decision"] == "REFER"),
+                    "{case}: the open window is not answered REFER: {events:?}"
+                );
+            }
+            _ => assert!(
+                events[fault..].iter().any(|e| is_relay(e, false)),
+                "{case}: the relay was not pulsing when the signal came: {events:?}"
+            ),
+        }
+        assert!(
+            stderr.contains(name),
+            "{case}: the log does not name the signal: {stderr}"
+        );
     }
 }
 
