@@ -40,7 +40,8 @@ pub enum ConfigError {
 pub struct RawBoard {
     pub name: String,
     pub models: RawModels,
-    pub policy: RawPolicy,
+    /// Absent when the models come from a bundle, which carries the policy.
+    pub policy: Option<RawPolicy>,
     #[serde(default)]
     pub detector: RawDetector,
     pub capture: Option<RawCapture>,
@@ -59,11 +60,25 @@ pub struct RawBoard {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModels {
-    pub detector: PathBuf,
-    pub age: PathBuf,
+    pub detector: Option<PathBuf>,
+    pub age: Option<PathBuf>,
     /// SHA-256 the detector file must have (`agegate hash BOARD` prints it).
     pub detector_sha256: Option<String>,
     pub age_sha256: Option<String>,
+    /// Instead of the four keys above: the folder signed bundles are installed in
+    /// (`agegate install-bundle`); the daemon runs the one its `current` link names.
+    pub bundle: Option<PathBuf>,
+    /// The minisign public key a bundle's signature is checked with.
+    pub bundle_pubkey: Option<PathBuf>,
+}
+
+/// Where a bundle board's bundles go, and the key they are checked with: what
+/// `agegate install-bundle` and `agegate rollback` need of a board file.
+#[derive(Debug, Clone)]
+pub struct BundleTarget {
+    pub board: String,
+    pub root: PathBuf,
+    pub pubkey: PathBuf,
 }
 
 /// One model file a board names, and the SHA-256 it pins it to.
@@ -84,8 +99,33 @@ struct Models {
 }
 
 impl Models {
-    fn from_raw(raw: &RawModels, base: &Path) -> Result<Self, KeyError> {
-        let existing_file = |key: &str, p: &Path| {
+    /// Validates `[models]`; a bundle board's models (and policy text) come from the bundle
+    /// in `bundle_dir`, or, when that is `None`, the one installed as current.
+    fn from_raw(
+        raw: &RawModels,
+        base: &Path,
+        bundle_dir: Option<&Path>,
+    ) -> Result<(Self, Option<String>), KeyError> {
+        if let Some((root, pubkey)) = bundle_target(raw, base)? {
+            let key = crate::bundle::read_public_key(&pubkey)
+                .map_err(|e| KeyError::new("models.bundle_pubkey", e.to_string()))?;
+            let installed = match bundle_dir {
+                Some(dir) => crate::bundle::open_dir(dir, &key),
+                None => crate::bundle::open_current(&root, &key),
+            }
+            .map_err(|e| KeyError::new("models.bundle", e.to_string()))?;
+            let models = Self {
+                detector: installed.detector(),
+                age: installed.age(),
+                detector_sha256: Some(installed.detector_sha256),
+                age_sha256: Some(installed.age_sha256),
+            };
+            return Ok((models, Some(installed.policy_toml)));
+        }
+        let existing_file = |key: &str, p: &Option<PathBuf>| {
+            let p = p.as_ref().ok_or_else(|| {
+                KeyError::new(key, "missing: name the file (or give models.bundle)")
+            })?;
             let full = base.join(p);
             if full.is_file() {
                 Ok(full)
@@ -108,12 +148,13 @@ impl Models {
                 })
                 .transpose()
         };
-        Ok(Self {
+        let models = Self {
             detector: existing_file("models.detector", &raw.detector)?,
             age: existing_file("models.age", &raw.age)?,
             detector_sha256: pin("models.detector_sha256", &raw.detector_sha256)?,
             age_sha256: pin("models.age_sha256", &raw.age_sha256)?,
-        })
+        };
+        Ok((models, None))
     }
 
     fn files(self) -> [ModelFile; 2] {
@@ -130,6 +171,52 @@ impl Models {
             },
         ]
     }
+}
+
+/// `[models] bundle` and its key, resolved against the board's folder; `None` for a board
+/// that names its model files. The two ways exclude each other.
+fn bundle_target(raw: &RawModels, base: &Path) -> Result<Option<(PathBuf, PathBuf)>, KeyError> {
+    let Some(root) = &raw.bundle else {
+        if raw.bundle_pubkey.is_some() {
+            return Err(KeyError::new(
+                "models.bundle_pubkey",
+                "given without models.bundle",
+            ));
+        }
+        return Ok(None);
+    };
+    let named: Vec<&str> = [
+        ("detector", raw.detector.is_some()),
+        ("age", raw.age.is_some()),
+        ("detector_sha256", raw.detector_sha256.is_some()),
+        ("age_sha256", raw.age_sha256.is_some()),
+    ]
+    .iter()
+    .filter_map(|(k, given)| given.then_some(*k))
+    .collect();
+    if !named.is_empty() {
+        return Err(KeyError::new(
+            "models.bundle",
+            format!(
+                "the bundle holds the models and their hashes: remove models.{}",
+                named.join(", models.")
+            ),
+        ));
+    }
+    let pubkey = raw.bundle_pubkey.as_ref().ok_or_else(|| {
+        KeyError::new(
+            "models.bundle_pubkey",
+            "missing: a bundle board names the minisign public key its bundles are signed for",
+        )
+    })?;
+    Ok(Some((base.join(root), base.join(pubkey))))
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 /// A validated board.
@@ -155,10 +242,7 @@ pub struct Board {
 
 impl Board {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let text = read_text(path)?;
         Self::parse(&text, path)
     }
 
@@ -171,17 +255,63 @@ impl Board {
     /// Only the `[models]` of a board file: what `agegate hash` needs on a machine that
     /// lacks the board's camera or GPIO chip.
     pub fn load_model_files(path: &Path) -> Result<[ModelFile; 2], ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
-            path: path.to_path_buf(),
-            cause,
-        })?;
+        let text = read_text(path)?;
         let raw = Self::parse_raw(&text, path)?;
-        let models = Models::from_raw(&raw.models, path.parent().unwrap_or(Path::new(".")))
-            .map_err(|error| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                error,
-            })?;
+        let (models, _) =
+            Models::from_raw(&raw.models, path.parent().unwrap_or(Path::new(".")), None).map_err(
+                |error| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    error,
+                },
+            )?;
         Ok(models.files())
+    }
+
+    /// The board without its device sections (`[capture]`, `[serial]`, `[gpio]`): its
+    /// models, policy, detector and runtime, for tools that run on another machine than
+    /// the board's (`agegate bundle` in the back office has no camera).
+    pub fn load_without_devices(path: &Path) -> Result<Self, ConfigError> {
+        let text = read_text(path)?;
+        let raw = RawBoard {
+            capture: None,
+            serial: None,
+            gpio: None,
+            ..Self::parse_raw(&text, path)?
+        };
+        Self::validate(raw, path)
+    }
+
+    /// A bundle board's `name`, bundle folder and key, without loading its bundle (there
+    /// may be none installed yet).
+    pub fn load_bundle_target(path: &Path) -> Result<BundleTarget, ConfigError> {
+        let text = read_text(path)?;
+        let raw = Self::parse_raw(&text, path)?;
+        let invalid = |error: KeyError| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            error,
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let (root, pubkey) = bundle_target(&raw.models, base)
+            .map_err(invalid)?
+            .ok_or_else(|| {
+                invalid(KeyError::new(
+                    "models.bundle",
+                    "missing: this board names its model files; give models.bundle and \
+                 models.bundle_pubkey (instead of the files and pins) to install bundles",
+                ))
+            })?;
+        Ok(BundleTarget {
+            board: raw.name,
+            root,
+            pubkey,
+        })
+    }
+
+    /// Loads a bundle board as it would run with the bundle staged in `bundle_dir`:
+    /// what `agegate install-bundle` checks the model contract on before it commits.
+    pub fn load_with_bundle(path: &Path, bundle_dir: &Path) -> Result<Self, ConfigError> {
+        let text = read_text(path)?;
+        Self::validate_from(Self::parse_raw(&text, path)?, path, Some(bundle_dir))
     }
 
     fn parse_raw(text: &str, path: &Path) -> Result<RawBoard, ConfigError> {
@@ -201,6 +331,14 @@ impl Board {
     }
 
     pub fn validate(raw: RawBoard, path: &Path) -> Result<Self, ConfigError> {
+        Self::validate_from(raw, path, None)
+    }
+
+    fn validate_from(
+        raw: RawBoard,
+        path: &Path,
+        bundle_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |error: KeyError| ConfigError::Invalid {
             path: path.to_path_buf(),
             error,
@@ -209,7 +347,21 @@ impl Board {
         if raw.name.trim().is_empty() {
             return Err(invalid(KeyError::new("name", "is empty")));
         }
-        let models = Models::from_raw(&raw.models, base).map_err(invalid)?;
+        let (models, bundle_policy) =
+            Models::from_raw(&raw.models, base, bundle_dir).map_err(invalid)?;
+        let policy = match (raw.policy, bundle_policy) {
+            (Some(policy), None) => Policy::from_raw(policy).map_err(invalid)?,
+            (None, Some(text)) => crate::bundle::parse_policy(&text)
+                .map_err(|message| invalid(KeyError::new("models.bundle", message)))?,
+            (Some(_), Some(_)) => {
+                return Err(invalid(KeyError::new(
+                    "policy",
+                    "the bundle (models.bundle) carries the policy: remove [policy] from \
+                     the board file",
+                )))
+            }
+            (None, None) => return Err(invalid(KeyError::new("policy", "missing section"))),
+        };
         let capture = raw
             .capture
             .map(|mut c| {
@@ -237,7 +389,7 @@ impl Board {
             age_model: models.age,
             detector_sha256: models.detector_sha256,
             age_sha256: models.age_sha256,
-            policy: Policy::from_raw(raw.policy).map_err(invalid)?,
+            policy,
             detector: DetectorSettings::from_raw(raw.detector).map_err(invalid)?,
             capture,
             serial,

@@ -5,9 +5,10 @@
 //! [`decide`] -> [`actuate`] and [`serial`]. [`domain`] holds the vocabulary they share
 //! (verdicts, REFER reasons, age bands). [`pipeline`] strings the model stages together
 //! for one image; [`daemon`] runs the whole device loop: a decision core without I/O and
-//! the shell that feeds it; [`digest`] hashes what a board pins. [`engine`] runs the ONNX graphs; [`config`] reads board files,
-//! whose sections each subsystem validates itself ([`settings`]). [`tools`] are what is
-//! built around the firmware (eval, crops, bench).
+//! the shell that feeds it; [`digest`] hashes what a board pins, [`bundle`] packs, checks
+//! and installs signed model bundles. [`engine`] runs the ONNX graphs; [`config`] reads
+//! board files, whose sections each subsystem validates itself ([`settings`]). [`tools`]
+//! are what is built around the firmware (eval, crops, bench).
 //!
 //! Without the cargo feature `inference` (default on) there is no engine, no model stage
 //! and no tool: the crate is the firmware's logic and parsers (what the fuzz targets
@@ -15,6 +16,7 @@
 
 pub mod actuate;
 pub mod align;
+pub mod bundle;
 pub mod capture;
 pub mod config;
 pub mod daemon;

@@ -1,6 +1,7 @@
 //! Subcommands of the `agegate` binary: parse, wire the library together, report. The
 //! device itself is [`run`]; the tools around it are [`tools`].
 
+mod bundle;
 mod run;
 mod tools;
 
@@ -40,6 +41,69 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the `[models]` lines that pin a board's model files to their SHA-256.
     Hash(HashArgs),
+    /// Make a minisign key pair for signing bundles (the public key goes on the boards).
+    Keygen(KeygenArgs),
+    /// Pack a board's two models and a `[policy]` into a bundle signed with minisign.
+    Bundle(BundleArgs),
+    /// Verify a signed bundle and install it for a bundle board, keeping the previous one.
+    InstallBundle(InstallBundleArgs),
+    /// Make a bundle board's previous bundle current again.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (never overwritten).
+    #[arg(long)]
+    pub secret_key: PathBuf,
+    /// Where to write the public key (never overwritten).
+    #[arg(long)]
+    pub public_key: PathBuf,
+    /// Encrypt the secret key with the password in this file (recommended).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    /// Board file whose model files to pack (and whose `[policy]`, unless --policy).
+    #[arg(long)]
+    pub board: PathBuf,
+    /// A file with the `[policy]` section to pack instead (`agegate calibrate` writes one).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// minisign secret key (`minisign -G` makes one).
+    #[arg(long)]
+    pub secret_key: PathBuf,
+    /// File holding the secret key's password, for a key made with one.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// What this bundle is, for people (default: the board and the age model's hash).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// The bundle file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallBundleArgs {
+    /// The bundle file (`agegate bundle` writes it).
+    pub bundle: PathBuf,
+    /// minisign public key to check it with; must be the board's `models.bundle_pubkey`
+    /// (the default).
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// The bundle board to install it for: its `name`, `[models] bundle` and key.
+    #[arg(long)]
+    pub board: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The bundle board whose previous bundle to make current.
+    #[arg(long)]
+    pub board: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -248,6 +312,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Run(args) => run::daemon(args),
         Command::Bench(args) => tools::bench(args),
         Command::Hash(args) => tools::hash(args),
+        Command::Keygen(args) => bundle::keygen(args),
+        Command::Bundle(args) => bundle::pack(args),
+        Command::InstallBundle(args) => bundle::install(args),
+        Command::Rollback(args) => bundle::rollback(args),
     }
 }
 

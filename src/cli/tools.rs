@@ -389,6 +389,13 @@ pub(super) fn crops(args: CropsArgs) -> Result<Outcome> {
 }
 
 pub(super) fn hash(args: HashArgs) -> Result<Outcome> {
+    if Board::load_bundle_target(&args.board).is_ok() {
+        bail!(
+            "board file {}: its models come from a signed bundle, whose manifest holds their \
+             hashes; there is nothing to pin",
+            args.board.display()
+        );
+    }
     let mut lines = Vec::new();
     for file in Board::load_model_files(&args.board)? {
         let found = Sha256::of_file(&file.path)
