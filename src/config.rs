@@ -21,6 +21,7 @@ use crate::quality::{QualitySettings, RawQuality};
 use crate::serial::{RawSerial, SerialSettings};
 use crate::session::{RawSession, SessionSettings};
 use crate::settings::KeyError;
+use crate::telemetry::{RawTelemetry, TelemetrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +56,7 @@ pub struct RawBoard {
     pub daemon: RawDaemon,
     #[serde(default)]
     pub runtime: RawRuntime,
+    pub telemetry: Option<RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +240,8 @@ pub struct Board {
     pub gpio: Option<GpioSettings>,
     pub daemon: DaemonSettings,
     pub runtime: RuntimeSettings,
+    /// `None`: no `[telemetry]`, nothing leaves the unit but the serial line.
+    pub telemetry: Option<TelemetrySettings>,
 }
 
 impl Board {
@@ -267,7 +271,8 @@ impl Board {
         Ok(models.files())
     }
 
-    /// The board without its device sections (`[capture]`, `[serial]`, `[gpio]`): its
+    /// The board without its device sections (`[capture]`, `[serial]`, `[gpio]`,
+    /// `[telemetry]`): its
     /// models, policy, detector and runtime, for tools that run on another machine than
     /// the board's (`agegate bundle` in the back office has no camera).
     pub fn load_without_devices(path: &Path) -> Result<Self, ConfigError> {
@@ -276,6 +281,7 @@ impl Board {
             capture: None,
             serial: None,
             gpio: None,
+            telemetry: None,
             ..Self::parse_raw(&text, path)?
         };
         Self::validate(raw, path)
@@ -400,6 +406,11 @@ impl Board {
                 .map_err(invalid)?,
             daemon: DaemonSettings::from_raw(raw.daemon, session).map_err(invalid)?,
             runtime: RuntimeSettings::from_raw(raw.runtime).map_err(invalid)?,
+            telemetry: raw
+                .telemetry
+                .map(|t| TelemetrySettings::from_raw(t, base))
+                .transpose()
+                .map_err(invalid)?,
         })
     }
 

@@ -8,7 +8,8 @@
 //! the shell that feeds it; [`digest`] hashes what a board pins, [`bundle`] packs, checks
 //! and installs signed model bundles. [`engine`] runs the ONNX graphs; [`config`] reads
 //! board files, whose sections each subsystem validates itself ([`settings`]). [`tools`]
-//! are what is built around the firmware (eval, crops, bench).
+//! are what is built around the firmware (eval, crops, bench); [`telemetry`] tells an MQTT
+//! broker what the unit does.
 //!
 //! Without the cargo feature `inference` (default on) there is no engine, no model stage
 //! and no tool: the crate is the firmware's logic and parsers (what the fuzz targets
@@ -34,5 +35,6 @@ pub mod quality;
 pub mod serial;
 pub mod session;
 pub mod settings;
+pub mod telemetry;
 pub mod tools;
 mod warp;

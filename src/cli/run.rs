@@ -8,12 +8,13 @@ use agegate::actuate::Gate;
 use agegate::capture::{self, SourceSettings};
 use agegate::config::Board;
 use agegate::daemon::{
-    Clock, Daemon, Event, Exit, ModelFiles, MonotonicClock, Parts, RecordingClock, StopSignal,
-    SystemdWatchdog,
+    Clock, Daemon, Event, Exit, LiveCounters, ModelFiles, MonotonicClock, Parts, PolicyMailbox,
+    RecordingClock, StopSignal, SystemdWatchdog,
 };
 use agegate::pipeline::Pipeline;
 use agegate::serial::link::{HostLink, SerialLink};
 use agegate::serial::{FaultCode, Message, SerialSettings};
+use agegate::telemetry::{policy_summary, Telemetry, UnitInfo};
 
 use super::{print_err, Outcome, RunArgs};
 
@@ -86,6 +87,21 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         wall: Box::new(wall),
         stop,
     };
+    let counters = std::sync::Arc::new(LiveCounters::default());
+    let policies = std::sync::Arc::new(PolicyMailbox::default());
+    let telemetry = match &board.telemetry {
+        None => None,
+        Some(settings) => Some(std::rc::Rc::new(
+            Telemetry::start(
+                settings.clone(),
+                unit_info(&board),
+                counters.clone(),
+                policies.clone(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+    };
+    let observer = telemetry.clone();
     let quiet = args.quiet;
     let first_decision = std::rc::Rc::new(std::cell::Cell::new(None));
     let first = std::rc::Rc::clone(&first_decision);
@@ -93,6 +109,9 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         use std::io::Write;
         if matches!(event, Event::Decision { .. }) && first.get().is_none() {
             first.set(Some(started.elapsed().as_secs_f64() * 1e3));
+        }
+        if let Some(telemetry) = &observer {
+            telemetry.observe(&event);
         }
         if quiet {
             return Ok(());
@@ -103,14 +122,23 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         out.flush()
     });
     let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
+    daemon.share_counters(counters);
+    if board.telemetry.as_ref().is_some_and(|t| t.remote_policy) {
+        daemon.take_policies_from(policies);
+    }
     if let Some(limit) = args.max_frames {
         daemon.set_frame_limit(limit);
     }
     let exit = daemon.run();
+    // The sink holds the other handle: the daemon goes first.
+    let stats = daemon.stats();
+    drop(daemon);
+    if let Some(telemetry) = telemetry.and_then(|t| std::rc::Rc::try_unwrap(t).ok()) {
+        telemetry.finish(TELEMETRY_PATIENCE);
+    }
     let fmt_ms = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
     print_err(&format!(
-        "agegate run: {exit:?}; {:?}; first decision {} after start (wall); peak RSS {}",
-        daemon.stats(),
+        "agegate run: {exit:?}; {stats:?}; first decision {} after start (wall); peak RSS {}",
         fmt_ms(first_decision.get()),
         agegate::tools::bench::rss_peak_mb().map_or("n/a".into(), |mb| format!("{mb:.1} MB")),
     ));
@@ -118,6 +146,19 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         Exit::RecordingEnded | Exit::Stopped | Exit::Aborted => Outcome::Success,
         Exit::Fault { .. } => Outcome::Fault,
     })
+}
+
+/// How long a stopping daemon waits for the broker to take what is queued.
+const TELEMETRY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// What telemetry's `status` says of the unit: board, model hashes, policy.
+fn unit_info(board: &Board) -> UnitInfo {
+    UnitInfo {
+        board: board.name.clone(),
+        detector_sha256: board.detector_sha256.map(|h| h.to_string()),
+        age_sha256: board.age_sha256.map(|h| h.to_string()),
+        policy: policy_summary(&board.policy),
+    }
 }
 
 /// FAULT model to the host, best effort: the daemon is exiting either way, with the gate

@@ -23,6 +23,8 @@ mod settings;
 pub mod supervise;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use image::RgbImage;
 
@@ -67,6 +69,38 @@ pub struct Parts {
 /// fault: the daemon closes the gate, tells the host and exits.
 pub type EventSink = Box<dyn FnMut(Event) -> std::io::Result<()>>;
 
+/// The frame counters, readable from another thread while the daemon runs (telemetry's
+/// `health`).
+#[derive(Debug, Default)]
+pub struct LiveCounters {
+    pub frames: AtomicU64,
+    pub bad_frames: AtomicU64,
+    pub inferences: AtomicU64,
+}
+
+/// A policy validated elsewhere (telemetry's `policy/set`) waiting to be applied between
+/// decisions; `applied` counts the policies the daemon has taken.
+#[derive(Debug, Default)]
+pub struct PolicyMailbox {
+    waiting: std::sync::Mutex<Option<Policy>>,
+    applied: AtomicU64,
+}
+
+impl PolicyMailbox {
+    /// Leaves `policy` for the daemon; a newer one replaces one not yet taken.
+    pub fn offer(&self, policy: Policy) {
+        *self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policy);
+    }
+
+    /// How many offered policies the daemon has applied.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+}
+
 /// Counters for the log line at exit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DaemonStats {
@@ -96,9 +130,8 @@ pub struct Daemon {
     actions: Vec<Action>,
     last_rx_wall_ms: u64,
     exit: Option<Exit>,
-    frames: u64,
-    bad_frames: u64,
-    inferences: u64,
+    counters: Arc<LiveCounters>,
+    policies: Option<Arc<PolicyMailbox>>,
     frame_limit: Option<u64>,
 }
 
@@ -121,19 +154,48 @@ impl Daemon {
             actions: Vec::with_capacity(16),
             last_rx_wall_ms: now.wall_ms,
             exit: None,
-            frames: 0,
-            bad_frames: 0,
-            inferences: 0,
+            counters: Arc::default(),
+            policies: None,
             frame_limit: None,
+        }
+    }
+
+    /// Counts frames into `counters`, which another thread may read as the daemon runs
+    /// (telemetry's `health`), instead of counters of its own. Call before `run`.
+    pub fn share_counters(&mut self, counters: Arc<LiveCounters>) {
+        self.counters = counters;
+    }
+
+    /// Takes policies from `mailbox` between decisions. Call before `run`.
+    pub fn take_policies_from(&mut self, mailbox: Arc<PolicyMailbox>) {
+        self.policies = Some(mailbox);
+    }
+
+    fn apply_offered_policy(&mut self) {
+        let Some(mailbox) = &self.policies else {
+            return;
+        };
+        let mut waiting = mailbox
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(policy) = waiting.take() {
+            if self.core.replace_policy(policy) {
+                tracing::warn!(?policy, "policy replaced (telemetry policy/set)");
+                mailbox.applied.fetch_add(1, Ordering::SeqCst);
+            } else {
+                // A window is open: the next turn tries again.
+                *waiting = Some(policy);
+            }
         }
     }
 
     pub fn stats(&self) -> DaemonStats {
         let CoreStats { decisions, faults } = self.core.stats();
         DaemonStats {
-            frames: self.frames,
-            bad_frames: self.bad_frames,
-            inferences: self.inferences,
+            frames: self.counters.frames.load(Ordering::Relaxed),
+            bad_frames: self.counters.bad_frames.load(Ordering::Relaxed),
+            inferences: self.counters.inferences.load(Ordering::Relaxed),
             decisions,
             faults,
         }
@@ -179,6 +241,7 @@ impl Daemon {
             self.feed(Input::GpioError(e.to_string()));
         }
         self.report_pins(now);
+        self.apply_offered_policy();
         self.feed(Input::Tick);
         if self.exit.is_none() && self.core.wants_frame() {
             self.next_frame();
@@ -189,18 +252,19 @@ impl Daemon {
 
     /// Reads one frame and, when the core wants it, its faces.
     fn next_frame(&mut self) {
-        if self.frame_limit.is_some_and(|limit| self.frames >= limit) {
+        let frames = self.counters.frames.load(Ordering::Relaxed);
+        if self.frame_limit.is_some_and(|limit| frames >= limit) {
             return self.feed(Input::RecordingEnded);
         }
         match self.parts.source.next_frame(&mut self.frame) {
             Ok(Some(meta)) => {
                 self.parts.clock.observe_frame(&meta);
-                self.frames += 1;
+                self.counters.frames.fetch_add(1, Ordering::Relaxed);
                 self.feed(Input::Frame);
             }
             Ok(None) => return self.feed(Input::RecordingEnded),
             Err(e @ CaptureError::BadFrame { .. }) => {
-                self.bad_frames += 1;
+                self.counters.bad_frames.fetch_add(1, Ordering::Relaxed);
                 return self.feed(Input::BadFrame(e.to_string()));
             }
             Err(e @ CaptureError::Lost { .. }) => {
@@ -210,7 +274,7 @@ impl Daemon {
         if !self.core.wants_faces() {
             return;
         }
-        self.inferences += 1;
+        self.counters.inferences.fetch_add(1, Ordering::Relaxed);
         let (estimator, frame) = (&self.parts.estimator, &self.frame);
         let input = match catch_unwind(AssertUnwindSafe(|| estimator.faces(frame))) {
             Ok(Ok(faces)) => Input::Faces(faces),

@@ -98,6 +98,17 @@ impl Core {
         &self.state
     }
 
+    /// Replaces the policy the next windows open with (an open window keeps the one it
+    /// opened with). Refused, `false`, while a window is open: a policy changes between
+    /// decisions only. The caller validated it (`Policy::from_raw`).
+    pub fn replace_policy(&mut self, policy: Policy) -> bool {
+        if matches!(self.state, State::Deciding(_)) {
+            return false;
+        }
+        self.policy = policy;
+        true
+    }
+
     pub fn stats(&self) -> CoreStats {
         self.stats
     }
