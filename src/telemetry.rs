@@ -30,8 +30,13 @@ use crate::settings::{in_range, KeyError};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
-    /// `mqtt://host[:port]` (1883 by default).
+    /// `mqtt://host[:port]` (1883 by default) or `mqtts://host[:port]` (TLS, 8883).
     pub broker: String,
+    /// mqtts: the PEM certificate(s) of the CA that signed the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// mqtts: a client certificate and its key (PEM), for brokers that ask for one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
     pub device_id: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -45,11 +50,20 @@ pub struct RawTelemetry {
     pub remote_policy: Option<bool>,
 }
 
+/// The files of an `mqtts://` connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsFiles {
+    pub ca_file: PathBuf,
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
 /// A validated `[telemetry]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySettings {
     pub host: String,
     pub port: u16,
+    /// `None`: plain MQTT.
+    pub tls: Option<TlsFiles>,
     pub device_id: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -62,7 +76,55 @@ pub struct TelemetrySettings {
 impl TelemetrySettings {
     /// `base` resolves a relative `password_file`.
     pub fn from_raw(raw: RawTelemetry, base: &std::path::Path) -> Result<Self, KeyError> {
-        let (host, port) = parse_broker(&raw.broker)?;
+        let (host, port, tls) = parse_broker(&raw.broker)?;
+        let existing = |key: &str, p: &Option<PathBuf>| -> Result<Option<PathBuf>, KeyError> {
+            let Some(p) = p else { return Ok(None) };
+            let full = base.join(p);
+            if !tls {
+                return Err(KeyError::new(
+                    key,
+                    "given for an mqtt:// broker (it is for mqtts://)",
+                ));
+            }
+            if full.is_file() {
+                Ok(Some(full))
+            } else {
+                Err(KeyError::new(
+                    key,
+                    format!("no such file: {}", full.display()),
+                ))
+            }
+        };
+        let ca_file = existing("telemetry.ca_file", &raw.ca_file)?;
+        let client_cert = existing("telemetry.client_cert", &raw.client_cert)?;
+        let client_key = existing("telemetry.client_key", &raw.client_key)?;
+        let tls =
+            match (tls, ca_file) {
+                (false, _) => None,
+                (true, None) => return Err(KeyError::new(
+                    "telemetry.ca_file",
+                    "missing: an mqtts:// broker needs the CA that signed its certificate (PEM)",
+                )),
+                (true, Some(ca_file)) => Some(TlsFiles {
+                    ca_file,
+                    client: match (client_cert, client_key) {
+                        (Some(cert), Some(key)) => Some((cert, key)),
+                        (None, None) => None,
+                        (Some(_), None) => {
+                            return Err(KeyError::new(
+                                "telemetry.client_key",
+                                "missing: give it with client_cert",
+                            ))
+                        }
+                        (None, Some(_)) => {
+                            return Err(KeyError::new(
+                                "telemetry.client_cert",
+                                "missing: give it with client_key",
+                            ))
+                        }
+                    },
+                }),
+            };
         let id_ok = !raw.device_id.is_empty()
             && raw.device_id.len() <= 64
             && raw
@@ -96,6 +158,7 @@ impl TelemetrySettings {
         Ok(Self {
             host,
             port,
+            tls,
             device_id: raw.device_id,
             username: raw.username,
             password_file,
@@ -123,17 +186,16 @@ impl TelemetrySettings {
     }
 }
 
-fn parse_broker(url: &str) -> Result<(String, u16), KeyError> {
+/// `(host, port, tls)` of `mqtt://host[:port]` or `mqtts://host[:port]`.
+fn parse_broker(url: &str) -> Result<(String, u16, bool), KeyError> {
     let bad = |why: &str| KeyError::new("telemetry.broker", format!("`{url}`: {why}"));
-    if url.starts_with("mqtts://") {
-        return Err(bad(
-            "TLS (mqtts://) is not in this build yet: use mqtt:// to a broker on the unit or \
-             on a trusted network (a local Mosquitto can bridge over TLS)",
-        ));
-    }
-    let rest = url
-        .strip_prefix("mqtt://")
-        .ok_or_else(|| bad("give mqtt://host[:port]"))?;
+    let (rest, tls, default_port) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (rest, true, 8883)
+    } else if let Some(rest) = url.strip_prefix("mqtt://") {
+        (rest, false, 1883)
+    } else {
+        return Err(bad("give mqtt://host[:port] or mqtts://host[:port]"));
+    };
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) => (
             host,
@@ -142,12 +204,12 @@ fn parse_broker(url: &str) -> Result<(String, u16), KeyError> {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| bad("the port is not 1 to 65535"))?,
         ),
-        None => (rest, 1883),
+        None => (rest, default_port),
     };
     if host.is_empty() || host.contains(['/', '@', ' ']) {
         return Err(bad("no host"));
     }
-    Ok((host.trim_matches(['[', ']']).to_string(), port))
+    Ok((host.trim_matches(['[', ']']).to_string(), port, tls))
 }
 
 /// A policy as `status` and `policy/ack` show it.
@@ -247,6 +309,23 @@ impl Telemetry {
             ),
             None => None,
         };
+        let transport = match &settings.tls {
+            None => rumqttc::Transport::Tcp,
+            Some(files) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).map_err(|e| format!("telemetry: {}: {e}", p.display()))
+                };
+                let client_auth = match &files.client {
+                    Some((cert, key)) => Some((read(cert)?, read(key)?)),
+                    None => None,
+                };
+                rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Simple {
+                    ca: read(&files.ca_file)?,
+                    alpn: None,
+                    client_auth,
+                })
+            }
+        };
         let shared = Arc::new(Shared {
             settings,
             info: Mutex::new(info),
@@ -264,7 +343,7 @@ impl Telemetry {
         let for_worker = Arc::clone(&shared);
         let worker = std::thread::Builder::new()
             .name("telemetry".into())
-            .spawn(move || run_worker(&for_worker, password))
+            .spawn(move || run_worker(&for_worker, password, transport))
             .map_err(|e| format!("cannot start the telemetry thread: {e}"))?;
         Ok(Self {
             shared,
@@ -497,7 +576,7 @@ fn cpu_temp_c() -> Option<f64> {
 
 /// The telemetry thread: connects, publishes the queue one acknowledged message at a
 /// time, reconnects with backoff, sends `health` on its interval.
-fn run_worker(shared: &Shared, password: Option<String>) {
+fn run_worker(shared: &Shared, password: Option<String>, transport: rumqttc::Transport) {
     use rumqttc::{Client, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
     let settings = &shared.settings;
     let mut options = MqttOptions::new(
@@ -507,6 +586,7 @@ fn run_worker(shared: &Shared, password: Option<String>) {
     );
     let offline = json!({"state": "offline", "device_id": settings.device_id}).to_string();
     options
+        .set_transport(transport)
         .set_keep_alive(Duration::from_secs(5))
         .set_clean_session(true)
         .set_last_will(LastWill::new(
@@ -696,6 +776,9 @@ mod tests {
     fn raw(broker: &str, device_id: &str) -> RawTelemetry {
         RawTelemetry {
             broker: broker.into(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             device_id: device_id.into(),
             username: None,
             password_file: None,
@@ -723,7 +806,7 @@ mod tests {
         assert!(err("tcp://x", "a").contains("telemetry.broker"));
         assert!(err("mqtt://x:0", "a").contains("port"));
         assert!(err("mqtt://:1883", "a").contains("no host"));
-        assert!(err("mqtts://x", "a").contains("TLS"));
+        assert!(err("mqtts://x", "a").contains("telemetry.ca_file"));
         assert!(err("mqtt://x", "a/b").contains("telemetry.device_id"));
         assert!(err("mqtt://x", "#").contains("telemetry.device_id"));
         assert!(err("mqtt://x", "").contains("telemetry.device_id"));

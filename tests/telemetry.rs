@@ -683,3 +683,184 @@ fn remote_policy_is_off_unless_the_board_allows_it() {
         "{decisions:?}"
     );
 }
+
+/// A test CA and a certificate it signed for localhost and 127.0.0.1, made with openssl.
+fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (apt install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (ca_key, ca, key, csr, cert) = (
+        format!("{name}-ca.key"),
+        format!("{name}-ca.pem"),
+        format!("{name}-server.key"),
+        format!("{name}-server.csr"),
+        format!("{name}-server.pem"),
+    );
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+        "-days",
+        "1",
+        "-subj",
+        "/CN=agegate test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=localhost",
+    ]);
+    write(
+        &dir.join("san.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    );
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &cert,
+        "-days",
+        "1",
+        "-extfile",
+        "san.cnf",
+    ]);
+    (dir.join(ca), dir.join(cert), dir.join(key))
+}
+
+#[test]
+fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
+    let Some(Site {
+        dir,
+        port,
+        _broker,
+        watcher,
+    }) = site("mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused")
+    else {
+        return;
+    };
+    // A second broker with a TLS listener for the daemon and a plain one for its watcher.
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir(&tls_dir).expect("mkdir");
+    let (ca, cert, key) = test_ca(&tls_dir, "good");
+    let (other_ca, _, _) = test_ca(&tls_dir, "other");
+    // Mosquitto started as root drops to its own user, which must read these.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (dir.path(), 0o755),
+        (tls_dir.as_path(), 0o755),
+        (&ca, 0o644),
+        (&cert, 0o644),
+        (&key, 0o644),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let (plain, secure) = (free_port(), free_port());
+    let conf = tls_dir.join("mosquitto.conf");
+    write(
+        &conf,
+        &format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {plain} 127.0.0.1\n\
+             listener {secure} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let bin = if Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let mut tls_broker = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+    wait_until("the TLS broker", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", secure)).is_ok()
+    });
+    let tls_watcher = Watcher::start(plain, Arc::default());
+    let board_for = |name: &str, ca: &Path| {
+        let text = std::fs::read_to_string(telemetry_board(dir.path(), port, "")).expect("board");
+        let text = text.replace(
+            &format!("mqtt://127.0.0.1:{port}"),
+            &format!("mqtts://localhost:{secure}"),
+        ) + &format!("ca_file = \"{}\"\n", ca.display());
+        let path = dir.path().join(format!("{name}.toml"));
+        write(&path, &text);
+        path
+    };
+    let out = agegate()
+        .args(["run", "--board"])
+        .arg(board_for("good", &ca))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));
+    wait_until("the decisions over TLS", Duration::from_secs(10), || {
+        tls_watcher.on("decision").len() >= printed.len()
+    });
+    assert_eq!(tls_watcher.on("decision").len(), 2);
+    // A CA that did not sign the broker's certificate: no connection, the same decisions.
+    let out = agegate()
+        .args(["run", "--board"])
+        .arg(board_for("other", &other_ca))
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreachable"), "{stderr}");
+    assert_eq!(
+        printed_decisions(&String::from_utf8_lossy(&out.stdout)).len(),
+        2
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tls_watcher.on("decision").len(),
+        2,
+        "a decision went through an untrusted broker"
+    );
+    assert!(watcher.on("decision").is_empty());
+    let _ = tls_broker.kill();
+    let _ = tls_broker.wait();
+}
