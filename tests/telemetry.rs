@@ -270,7 +270,22 @@ fn telemetry_board_with(
     path
 }
 
-/// The decisions a run printed, by id, and its stderr.
+/// `agegate run` on `board` to its end, which must be a success.
+fn run_ok(board: &Path) -> std::process::Output {
+    let out = agegate()
+        .args(["run", "--board"])
+        .arg(board)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The decisions a run printed.
 fn printed_decisions(stdout: &str) -> Vec<Value> {
     stdout
         .lines()
@@ -655,16 +670,7 @@ fn remote_policy_is_off_unless_the_board_allows_it() {
         "[policy]\nlegal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 40\ndeny_below = 17.3\n",
     );
     let board = telemetry_board(dir.path(), port, "");
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(&board)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&board);
     wait_until("the refusal", Duration::from_secs(10), || {
         !watcher.on("policy/ack").is_empty()
     });
@@ -822,32 +828,14 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
         write(&path, &text);
         path
     };
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(board_for("good", &ca))
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&board_for("good", &ca));
     let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));
     wait_until("the decisions over TLS", Duration::from_secs(10), || {
         tls_watcher.on("decision").len() >= printed.len()
     });
     assert_eq!(tls_watcher.on("decision").len(), 2);
     // A CA that did not sign the broker's certificate: no connection, the same decisions.
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(board_for("other", &other_ca))
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&board_for("other", &other_ca));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unreachable"), "{stderr}");
     assert_eq!(
