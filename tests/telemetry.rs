@@ -60,6 +60,11 @@ impl Broker {
             &conf,
             &format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
         );
+        Self::with_conf(&conf, port)
+    }
+
+    /// A broker on a configuration of the test's own; `port` shows it is up.
+    fn with_conf(conf: &Path, port: u16) -> Self {
         let bin = if Path::new("/usr/sbin/mosquitto").exists() {
             "/usr/sbin/mosquitto"
         } else {
@@ -67,7 +72,7 @@ impl Broker {
         };
         let child = Command::new(bin)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -690,7 +695,8 @@ fn remote_policy_is_off_unless_the_board_allows_it() {
     );
 }
 
-/// A test CA and a certificate it signed for localhost and 127.0.0.1, made with openssl.
+/// A test CA, a server certificate it signed for localhost and 127.0.0.1, and a client
+/// certificate it signed (`{name}-client.pem`, `.key`), made with openssl.
 fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -759,6 +765,51 @@ fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
         "-extfile",
         "san.cnf",
     ]);
+    let (client_key, client_csr, client) = (
+        format!("{name}-client.key"),
+        format!("{name}-client.csr"),
+        format!("{name}-client.pem"),
+    );
+    // X.509 v3 (extensions make it so): rustls refuses v1 certificates.
+    write(
+        &dir.join("client.cnf"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    );
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &client_key,
+        "-out",
+        &client_csr,
+        "-subj",
+        "/CN=kiosk-1",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &client_csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &client,
+        "-days",
+        "1",
+        "-extfile",
+        "client.cnf",
+    ]);
+    // Mosquitto started as root drops to its own user, which must read these.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).expect("ls") {
+        let path = entry.expect("entry").path();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
     (dir.join(ca), dir.join(cert), dir.join(key))
 }
 
@@ -778,16 +829,10 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
     std::fs::create_dir(&tls_dir).expect("mkdir");
     let (ca, cert, key) = test_ca(&tls_dir, "good");
     let (other_ca, _, _) = test_ca(&tls_dir, "other");
-    // Mosquitto started as root drops to its own user, which must read these.
+    // Mosquitto started as root drops to its own user, which must reach these.
     use std::os::unix::fs::PermissionsExt;
-    for (path, mode) in [
-        (dir.path(), 0o755),
-        (tls_dir.as_path(), 0o755),
-        (&ca, 0o644),
-        (&cert, 0o644),
-        (&key, 0o644),
-    ] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    for path in [dir.path(), tls_dir.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let (plain, secure) = (free_port(), free_port());
     let conf = tls_dir.join("mosquitto.conf");
@@ -802,21 +847,7 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
             key.display()
         ),
     );
-    let bin = if Path::new("/usr/sbin/mosquitto").exists() {
-        "/usr/sbin/mosquitto"
-    } else {
-        "mosquitto"
-    };
-    let mut tls_broker = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start mosquitto");
-    wait_until("the TLS broker", Duration::from_secs(10), || {
-        TcpStream::connect(("127.0.0.1", secure)).is_ok()
-    });
+    let _tls_broker = Broker::with_conf(&conf, secure);
     let tls_watcher = Watcher::start(plain, Arc::default());
     let board_for = |name: &str, ca: &Path| {
         let text = std::fs::read_to_string(telemetry_board(dir.path(), port, "")).expect("board");
@@ -849,6 +880,103 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
         "a decision went through an untrusted broker"
     );
     assert!(watcher.on("decision").is_empty());
-    let _ = tls_broker.kill();
-    let _ = tls_broker.wait();
+}
+
+#[test]
+fn a_broker_asking_for_a_password_and_a_client_certificate_gets_them() {
+    let Some(Site {
+        dir, port, _broker, ..
+    }) = site("a_broker_asking_for_a_password_and_a_client_certificate_gets_them")
+    else {
+        return;
+    };
+    let tls_dir = dir.path().join("tls");
+    std::fs::create_dir(&tls_dir).expect("mkdir");
+    let (ca, cert, key) = test_ca(&tls_dir, "fleet");
+    use std::os::unix::fs::PermissionsExt;
+    for path in [dir.path(), tls_dir.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let passwords = tls_dir.join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&passwords)
+        .args(["kiosk-1", "s3cret"])
+        .status()
+        .expect("mosquitto_passwd");
+    assert!(made.success());
+    std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (plain, secure) = (free_port(), free_port());
+    let conf = tls_dir.join("mosquitto.conf");
+    write(
+        &conf,
+        &format!(
+            "per_listener_settings true\npersistence false\n\
+             listener {plain} 127.0.0.1\nallow_anonymous true\n\
+             listener {secure} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            passwords.display(),
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let _secure_broker = Broker::with_conf(&conf, secure);
+    let watcher = Watcher::start(plain, Arc::default());
+    let password_file = tls_dir.join("kiosk.pass");
+    let wrong_file = tls_dir.join("wrong.pass");
+    write(&password_file, "s3cret\n");
+    write(&wrong_file, "guess\n");
+    let board_with = |name: &str, lines: &str| {
+        let text = std::fs::read_to_string(telemetry_board(dir.path(), port, "")).expect("board");
+        let text = text.replace(
+            &format!("mqtt://127.0.0.1:{port}"),
+            &format!("mqtts://localhost:{secure}"),
+        ) + &format!(
+            "ca_file = \"{}\"\nusername = \"kiosk-1\"\n{lines}",
+            ca.display()
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        write(&path, &text);
+        path
+    };
+    let client = format!(
+        "client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        tls_dir.join("fleet-client.pem").display(),
+        tls_dir.join("fleet-client.key").display()
+    );
+    let password = |file: &Path| format!("password_file = \"{}\"\n", file.display());
+    // Both right: delivered.
+    let out = run_ok(&board_with(
+        "right",
+        &format!("{client}{}", password(&password_file)),
+    ));
+    let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));
+    wait_until("the decisions", Duration::from_secs(10), || {
+        watcher.on("decision").len() >= printed.len()
+    });
+    assert_eq!(watcher.on("decision").len(), 2);
+    // A wrong password, or no client certificate: refused, nothing delivered.
+    for (name, lines) in [
+        (
+            "wrong password",
+            format!("{client}{}", password(&wrong_file)),
+        ),
+        ("no certificate", password(&password_file)),
+    ] {
+        let out = run_ok(&board_with(&name.replace(' ', "_"), &lines));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unreachable"), "{name}: {stderr}");
+        assert_eq!(
+            printed_decisions(&String::from_utf8_lossy(&out.stdout)).len(),
+            2
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        watcher.on("decision").len(),
+        2,
+        "a refused client's decision arrived"
+    );
 }
