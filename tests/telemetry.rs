@@ -290,6 +290,20 @@ fn run_ok(board: &Path) -> std::process::Output {
     out
 }
 
+/// Waits for a daemon started with its stderr piped, which must end in success; its log.
+fn wait_ok(mut daemon: Child) -> String {
+    use std::io::Read;
+    let status = daemon.wait().expect("wait");
+    let mut stderr = String::new();
+    let _ = daemon
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    assert!(status.success(), "{stderr}");
+    stderr
+}
+
 /// The decisions a run printed.
 fn printed_decisions(stdout: &str) -> Vec<Value> {
     stdout
@@ -436,16 +450,8 @@ fn a_broker_stopped_mid_run_loses_no_decision() {
         || printed_count() > back,
     );
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = daemon.wait().expect("wait");
+    let stderr = wait_ok(daemon);
     reader.join().expect("reader");
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = daemon
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr);
-    assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("unreachable"),
         "the outage is not in the log: {stderr}"
@@ -584,7 +590,7 @@ fn a_bad_policy_is_refused_and_a_good_one_changes_the_next_decisions() {
         "[policy]\nlegal_age = 18\nchallenge_age = 12\nk_sigma = 1.0\n",
     );
     let board = telemetry_board_with(dir.path(), port, "loop = true\n", "remote_policy = true\n");
-    let mut daemon = agegate()
+    let daemon = agegate()
         .args(["run", "--quiet", "--max-frames", "200", "--board"])
         .arg(&board)
         .stdout(Stdio::null())
@@ -621,15 +627,7 @@ fn a_bad_policy_is_refused_and_a_good_one_changes_the_next_decisions() {
     assert_eq!(ack["ok"], true, "{ack}");
     assert_eq!(ack["policy"]["rule"]["allow_at"], 40.0, "{ack}");
     let applied_at = ack["time_ms"].as_u64().expect("ack time");
-    let status = daemon.wait().expect("wait");
-    let mut stderr = String::new();
-    use std::io::Read;
-    let _ = daemon
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr);
-    assert!(status.success(), "{stderr}");
+    let stderr = wait_ok(daemon);
     assert!(
         stderr.contains("policy replaced"),
         "the audit log does not say: {stderr}"
