@@ -426,11 +426,6 @@ impl Telemetry {
         }
     }
 
-    /// Messages dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        lock(&self.shared.queue).dropped
-    }
-
     /// Publishes what is queued and `status` offline, waiting at most `patience` for the
     /// broker; what is still queued then is counted in the log line.
     pub fn finish(mut self, patience: Duration) {

@@ -149,15 +149,15 @@ impl Relay {
     }
 }
 
-/// `mosquitto_sub` on `agegate/#` with a persistent session (client id `watcher`, QoS 1):
-/// every message it gets, as (topic, payload).
+/// `mosquitto_sub` on `agegate/#` at QoS 1: every message it gets, as (topic, payload).
 struct Watcher {
     child: Child,
     seen: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 impl Watcher {
-    fn start(port: u16, seen: Arc<Mutex<Vec<(String, Value)>>>) -> Self {
+    fn start(port: u16) -> Self {
+        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",
@@ -168,7 +168,7 @@ impl Watcher {
                 "agegate/#",
                 "-v",
             ])
-            .args(["-q", "1", "-i", "watcher", "-c"])
+            .args(["-q", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -242,7 +242,7 @@ fn site(test: &str) -> Option<Site> {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let broker = Broker::start(dir.path(), port);
-    let watcher = Watcher::start(port, Arc::default());
+    let watcher = Watcher::start(port);
     Some(Site {
         dir,
         port,
@@ -693,6 +693,38 @@ fn remote_policy_is_off_unless_the_board_allows_it() {
     );
 }
 
+/// A folder for a test's TLS files that Mosquitto's own user can reach (Mosquitto started
+/// as root drops to it).
+fn tls_folder(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let tls = dir.join("tls");
+    std::fs::create_dir(&tls).expect("mkdir");
+    for path in [dir, tls.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    tls
+}
+
+/// The dev board with `[telemetry]` to an mqtts listener on `secure`, plus `lines` in it.
+fn mqtts_board(dir: &Path, name: &str, secure: u16, lines: &str) -> PathBuf {
+    let text = std::fs::read_to_string(telemetry_board(dir, secure, "")).expect("board");
+    let text = text.replace(
+        &format!("mqtt://127.0.0.1:{secure}"),
+        &format!("mqtts://localhost:{secure}"),
+    ) + lines;
+    let path = dir.join(format!("{name}.toml"));
+    write(&path, &text);
+    path
+}
+
+/// A run the broker would not take: it says so in the log and decides as it would alone.
+fn assert_refused_by_broker(out: &std::process::Output, case: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreachable"), "{case}: {stderr}");
+    let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(printed.len(), 2, "{case}");
+}
+
 /// A test CA, a server certificate it signed for localhost and 127.0.0.1, and a client
 /// certificate it signed (`{name}-client.pem`, `.key`), made with openssl.
 fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -815,23 +847,17 @@ fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
     let Some(Site {
         dir,
-        port,
         _broker,
         watcher,
+        ..
     }) = site("mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused")
     else {
         return;
     };
     // A second broker with a TLS listener for the daemon and a plain one for its watcher.
-    let tls_dir = dir.path().join("tls");
-    std::fs::create_dir(&tls_dir).expect("mkdir");
+    let tls_dir = tls_folder(dir.path());
     let (ca, cert, key) = test_ca(&tls_dir, "good");
     let (other_ca, _, _) = test_ca(&tls_dir, "other");
-    // Mosquitto started as root drops to its own user, which must reach these.
-    use std::os::unix::fs::PermissionsExt;
-    for path in [dir.path(), tls_dir.as_path()] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
     let (plain, secure) = (free_port(), free_port());
     let conf = tls_dir.join("mosquitto.conf");
     write(
@@ -846,31 +872,17 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
         ),
     );
     let _tls_broker = Broker::with_conf(&conf, secure);
-    let tls_watcher = Watcher::start(plain, Arc::default());
-    let board_for = |name: &str, ca: &Path| {
-        let text = std::fs::read_to_string(telemetry_board(dir.path(), port, "")).expect("board");
-        let text = text.replace(
-            &format!("mqtt://127.0.0.1:{port}"),
-            &format!("mqtts://localhost:{secure}"),
-        ) + &format!("ca_file = \"{}\"\n", ca.display());
-        let path = dir.path().join(format!("{name}.toml"));
-        write(&path, &text);
-        path
-    };
-    let out = run_ok(&board_for("good", &ca));
+    let tls_watcher = Watcher::start(plain);
+    let ca_line = |ca: &Path| format!("ca_file = \"{}\"\n", ca.display());
+    let out = run_ok(&mqtts_board(dir.path(), "good", secure, &ca_line(&ca)));
     let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));
     wait_until("the decisions over TLS", Duration::from_secs(10), || {
         tls_watcher.on("decision").len() >= printed.len()
     });
     assert_eq!(tls_watcher.on("decision").len(), 2);
     // A CA that did not sign the broker's certificate: no connection, the same decisions.
-    let out = run_ok(&board_for("other", &other_ca));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("unreachable"), "{stderr}");
-    assert_eq!(
-        printed_decisions(&String::from_utf8_lossy(&out.stdout)).len(),
-        2
-    );
+    let other = mqtts_board(dir.path(), "other", secure, &ca_line(&other_ca));
+    assert_refused_by_broker(&run_ok(&other), "another CA");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         tls_watcher.on("decision").len(),
@@ -882,19 +894,14 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
 
 #[test]
 fn a_broker_asking_for_a_password_and_a_client_certificate_gets_them() {
-    let Some(Site {
-        dir, port, _broker, ..
-    }) = site("a_broker_asking_for_a_password_and_a_client_certificate_gets_them")
+    let Some(Site { dir, _broker, .. }) =
+        site("a_broker_asking_for_a_password_and_a_client_certificate_gets_them")
     else {
         return;
     };
-    let tls_dir = dir.path().join("tls");
-    std::fs::create_dir(&tls_dir).expect("mkdir");
+    let tls_dir = tls_folder(dir.path());
     let (ca, cert, key) = test_ca(&tls_dir, "fleet");
     use std::os::unix::fs::PermissionsExt;
-    for path in [dir.path(), tls_dir.as_path()] {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
     let passwords = tls_dir.join("passwords");
     let made = Command::new("mosquitto_passwd")
         .arg("-b")
@@ -921,23 +928,14 @@ fn a_broker_asking_for_a_password_and_a_client_certificate_gets_them() {
         ),
     );
     let _secure_broker = Broker::with_conf(&conf, secure);
-    let watcher = Watcher::start(plain, Arc::default());
+    let watcher = Watcher::start(plain);
     let password_file = tls_dir.join("kiosk.pass");
     let wrong_file = tls_dir.join("wrong.pass");
     write(&password_file, "s3cret\n");
     write(&wrong_file, "guess\n");
     let board_with = |name: &str, lines: &str| {
-        let text = std::fs::read_to_string(telemetry_board(dir.path(), port, "")).expect("board");
-        let text = text.replace(
-            &format!("mqtt://127.0.0.1:{port}"),
-            &format!("mqtts://localhost:{secure}"),
-        ) + &format!(
-            "ca_file = \"{}\"\nusername = \"kiosk-1\"\n{lines}",
-            ca.display()
-        );
-        let path = dir.path().join(format!("{name}.toml"));
-        write(&path, &text);
-        path
+        let ca_and_user = format!("ca_file = \"{}\"\nusername = \"kiosk-1\"\n", ca.display());
+        mqtts_board(dir.path(), name, secure, &format!("{ca_and_user}{lines}"))
     };
     let client = format!(
         "client_cert = \"{}\"\nclient_key = \"{}\"\n",
@@ -963,13 +961,7 @@ fn a_broker_asking_for_a_password_and_a_client_certificate_gets_them() {
         ),
         ("no certificate", password(&password_file)),
     ] {
-        let out = run_ok(&board_with(&name.replace(' ', "_"), &lines));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("unreachable"), "{name}: {stderr}");
-        assert_eq!(
-            printed_decisions(&String::from_utf8_lossy(&out.stdout)).len(),
-            2
-        );
+        assert_refused_by_broker(&run_ok(&board_with(&name.replace(' ', "_"), &lines)), name);
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
