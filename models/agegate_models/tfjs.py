@@ -183,8 +183,17 @@ def _activation(x: torch.Tensor, act: str | None, alpha: float, prelu: torch.Ten
     if act == "Tanh":
         return torch.tanh(x)
     if act == "Prelu":
-        return torch.where(x >= 0, x, x * prelu)
+        return _prelu(x, prelu)
     raise UnsupportedOpError(f"fused activation {act!r}")
+
+
+def _prelu(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``x if x >= 0 else alpha * x``; as ``F.prelu`` (one ONNX ``PRelu``) when ``alpha`` is
+    per channel of an NCHW activation (``[1, C, 1, 1]``) or a scalar, else elementwise."""
+    per_channel = x.dim() == 4 and alpha.dim() == 4 and alpha.numel() in (1, x.shape[1])
+    if per_channel and alpha.shape[1] == alpha.numel():
+        return F.prelu(x, alpha.reshape(-1))
+    return torch.where(x >= 0, x, x * alpha)
 
 
 _FUSABLE_ACTS = {"Relu", "Relu6", "Elu", "LeakyRelu", "Sigmoid", "Tanh", "Prelu"}
@@ -845,7 +854,7 @@ def _run_step(g: TfjsGraphModel, kind: str, xs, p: dict) -> tuple[torch.Tensor, 
         return p["fn"](x), f
     if kind == "prelu":
         a, alpha, f = _binary_operands(xs)
-        return torch.where(a >= 0, a, a * alpha), f
+        return _prelu(a, alpha), f
     if kind == "reduce":
         x, f = xs[0]
         r = x.dim()
