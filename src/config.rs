@@ -17,6 +17,7 @@ use crate::decide::{Policy, RawPolicy};
 use crate::detect::{DetectorSettings, RawDetector};
 use crate::digest::Sha256;
 use crate::engine::{RawRuntime, RuntimeSettings};
+use crate::liveness::{LivenessConfig, RawLiveness};
 use crate::quality::{QualitySettings, RawQuality};
 use crate::serial::{RawSerial, SerialSettings};
 use crate::session::{RawSession, SessionSettings};
@@ -57,6 +58,8 @@ pub struct RawBoard {
     #[serde(default)]
     pub runtime: RawRuntime,
     pub telemetry: Option<RawTelemetry>,
+    #[serde(default)]
+    pub liveness: RawLiveness,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,6 +245,8 @@ pub struct Board {
     pub runtime: RuntimeSettings,
     /// `None`: no `[telemetry]`, nothing leaves the unit but the serial line.
     pub telemetry: Option<TelemetrySettings>,
+    /// `[liveness]`: its thresholds are also in `daemon.session.liveness`.
+    pub liveness: LivenessConfig,
 }
 
 impl Board {
@@ -384,8 +389,10 @@ impl Board {
                 SerialSettings::from_raw(s).map_err(invalid)?
             }
         };
+        let liveness = LivenessConfig::from_raw(raw.liveness, base).map_err(invalid)?;
         let session = SessionSettings {
             quality: QualitySettings::from_raw(raw.quality).map_err(invalid)?,
+            liveness: liveness.settings,
             ..SessionSettings::from_raw(raw.session).map_err(invalid)?
         };
         Ok(Board {
@@ -411,18 +418,22 @@ impl Board {
                 .map(|t| TelemetrySettings::from_raw(t, base))
                 .transpose()
                 .map_err(invalid)?,
+            liveness,
         })
     }
 
-    /// The model files with the keys that pin them and their pins, detector first.
-    pub fn model_files(&self) -> [ModelFile; 2] {
-        Models {
+    /// The model files with the keys that pin them and their pins: detector, age, then
+    /// the liveness models `[liveness] mode` loads.
+    pub fn model_files(&self) -> Vec<ModelFile> {
+        let models = Models {
             detector: self.detector_model.clone(),
             age: self.age_model.clone(),
             detector_sha256: self.detector_sha256,
             age_sha256: self.age_sha256,
-        }
-        .files()
+        };
+        let mut files = models.files().to_vec();
+        files.extend(self.liveness.model_files());
+        files
     }
 
     /// The most pixels an image may have to be decoded: `[capture] max_pixels`, also for

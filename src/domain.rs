@@ -47,11 +47,14 @@ pub enum ReferReason {
     Shutdown,
     /// The request asked for less than the board's floor (`[policy] min_request_age`).
     Refused,
+    /// The face looked presented, not present (a photo or a screen held up: `[liveness]`).
+    /// Never DENY: a real adult wrongly flagged must be able to try again or ask staff.
+    Liveness,
 }
 
 impl ReferReason {
     /// Every reason, in wire-code order (code = index + 1).
-    pub const ALL: [ReferReason; 10] = [
+    pub const ALL: [ReferReason; 11] = [
         Self::Uncertain,
         Self::NoFace,
         Self::Timeout,
@@ -62,6 +65,7 @@ impl ReferReason {
         Self::Replaced,
         Self::Shutdown,
         Self::Refused,
+        Self::Liveness,
     ];
 
     /// The reason's byte on the serial line (REASON message, `docs/serial-protocol.md`).
@@ -78,6 +82,7 @@ impl ReferReason {
             Self::Replaced => 8,
             Self::Shutdown => 9,
             Self::Refused => 10,
+            Self::Liveness => 11,
         }
     }
 
@@ -97,6 +102,7 @@ impl ReferReason {
             Self::Replaced => "replaced",
             Self::Shutdown => "shutdown",
             Self::Refused => "refused",
+            Self::Liveness => "liveness",
         }
     }
 }
@@ -274,7 +280,8 @@ mod tests {
         }
         assert_eq!(ReferReason::Uncertain.code(), 1);
         assert_eq!(ReferReason::from_code(0), None);
-        assert_eq!(ReferReason::from_code(11), None);
+        assert_eq!(ReferReason::Liveness.code(), 11);
+        assert_eq!(ReferReason::from_code(12), None);
     }
 
     #[test]

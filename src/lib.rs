@@ -28,6 +28,7 @@ pub mod domain;
 pub mod engine;
 pub mod estimate;
 pub mod jpeg;
+pub mod liveness;
 pub mod photo;
 #[cfg(feature = "inference")]
 pub mod pipeline;

@@ -11,6 +11,7 @@ use crate::digest::Sha256;
 use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
+use crate::liveness::{FrameEvidence, LivenessModels, LivenessSettings, Measures, Verdict};
 use crate::quality::{Quality, QualitySettings};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -20,6 +21,11 @@ pub struct FaceResult {
     #[serde(flatten)]
     pub estimate: AgeEstimate,
     pub quality: Quality,
+    /// The passive liveness scores, when the board's `[liveness]` is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub real: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<f32>,
     pub decision: Decision,
     /// Why a REFER is a REFER (absent for ALLOW and DENY).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,6 +42,10 @@ pub struct Pipeline {
     pub quality: QualitySettings,
     /// Photos above this many pixels are refused before decoding (`[capture] max_pixels`).
     pub max_pixels: u64,
+    /// The liveness models, when `[liveness]` is on.
+    pub liveness: Option<LivenessModels>,
+    /// `[liveness]`'s thresholds (a photo is judged on the passive scores only).
+    pub liveness_settings: LivenessSettings,
     crop: std::cell::RefCell<RgbImage>,
 }
 
@@ -48,6 +58,8 @@ impl Pipeline {
             policy,
             quality: QualitySettings::default(),
             max_pixels: crate::jpeg::DEFAULT_MAX_PIXELS,
+            liveness: None,
+            liveness_settings: LivenessSettings::default(),
             crop: std::cell::RefCell::new(RgbImage::new(size, size)),
         }
     }
@@ -87,6 +99,8 @@ impl Pipeline {
         let mut pipeline = Self::new(detector, age_model, board.policy);
         pipeline.max_pixels = board.max_pixels();
         pipeline.quality = board.daemon.session.quality;
+        pipeline.liveness = LivenessModels::load_on(&board.liveness, runtime)?;
+        pipeline.liveness_settings = board.liveness.settings;
         Ok(pipeline)
     }
 
@@ -99,8 +113,12 @@ impl Pipeline {
         let mut results = Vec::with_capacity(faces.len());
         for (i, face) in faces.into_iter().enumerate() {
             let (estimate, quality) = self.estimate_face(photo, &face)?;
+            let evidence = self.evidence(photo, &face)?;
             let (decision, reason) = match self.quality.failure(&quality) {
                 Some(_) => (Decision::Refer, Some(ReferReason::LowQuality)),
+                None if evidence.is_some_and(|e| self.passive_spoof(&e)) => {
+                    (Decision::Refer, Some(ReferReason::Liveness))
+                }
                 None => self
                     .policy
                     .decide_why(estimate.age, estimate.sigma, estimate.p_over),
@@ -109,12 +127,41 @@ impl Pipeline {
                 face,
                 estimate,
                 quality,
+                real: evidence.and_then(|e| e.real),
+                live: evidence.and_then(|e| e.live),
                 decision,
                 reason,
                 main: i == 0,
             });
         }
         Ok(results)
+    }
+
+    /// The liveness evidence of one face, when `[liveness]` is on.
+    pub fn evidence(
+        &self,
+        photo: &RgbImage,
+        face: &Face,
+    ) -> Result<Option<FrameEvidence>, ModelError> {
+        self.liveness
+            .as_ref()
+            .map(|models| models.evidence(photo, face))
+            .transpose()
+    }
+
+    /// Whether one photo's passive scores make it a spoof (a photo has no motion to judge).
+    fn passive_spoof(&self, evidence: &FrameEvidence) -> bool {
+        let settings = LivenessSettings {
+            mode: crate::liveness::LivenessMode::Passive,
+            ..self.liveness_settings
+        };
+        let measures = Measures {
+            frames: 1,
+            real: evidence.real,
+            live: evidence.live,
+            ..Measures::default()
+        };
+        matches!(settings.judge(&measures), Verdict::Spoof(_))
     }
 
     /// The estimate of one face, and its quality.
@@ -148,6 +195,7 @@ impl FaceEstimator for Pipeline {
             main: Some((faces[i].bbox, estimate)),
             others,
             quality: Some(quality),
+            liveness: self.evidence(frame, &faces[i])?,
         })
     }
 }

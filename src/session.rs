@@ -42,6 +42,7 @@ use crate::decide::Policy;
 use crate::detect::BBox;
 use crate::domain::{Decision, ReferReason};
 use crate::estimate::AgeEstimate;
+use crate::liveness::{Cue, FrameEvidence, LivenessSettings, LivenessWindow, Verdict};
 use crate::quality::{Quality, QualitySettings};
 use crate::settings::KeyError;
 
@@ -70,6 +71,8 @@ pub struct SessionSettings {
     pub other_face_min_px: f32,
     /// A frame whose main face fails this gate does not count (`[quality]`).
     pub quality: QualitySettings,
+    /// Presentation-attack checks over the window (`[liveness]`; off by default).
+    pub liveness: LivenessSettings,
 }
 
 /// `[session] trigger`: what starts a decision.
@@ -122,6 +125,7 @@ impl Default for SessionSettings {
             other_faces: OtherFaces::Refer,
             other_face_min_px: 48.0,
             quality: QualitySettings::default(),
+            liveness: LivenessSettings::default(),
         }
     }
 }
@@ -157,6 +161,7 @@ impl SessionSettings {
             other_faces: raw.other_faces.unwrap_or(d.other_faces),
             other_face_min_px: raw.other_face_min_px.unwrap_or(d.other_face_min_px),
             quality: d.quality,
+            liveness: d.liveness,
         };
         settings
             .validate()
@@ -300,6 +305,10 @@ pub struct Session {
     decided: Option<(Decision, Option<ReferReason>)>,
     /// Times the window restarted for a new person.
     resets: u32,
+    /// The followed person's liveness evidence (empty when `[liveness]` is off).
+    liveness: LivenessWindow,
+    /// The cue that made the decision a liveness REFER.
+    liveness_cue: Option<Cue>,
 }
 
 impl Session {
@@ -322,6 +331,8 @@ impl Session {
             low_quality_seen: false,
             decided: None,
             resets: 0,
+            liveness: LivenessWindow::new(),
+            liveness_cue: None,
         })
     }
 
@@ -351,16 +362,18 @@ impl Session {
     /// One camera frame: the main face's box and its estimate, or `None` when no face
     /// was found (or the estimate failed). Ignored once the session has decided.
     pub fn observe(&mut self, now_ms: u64, face: Option<(BBox, AgeEstimate)>) {
-        self.observe_frame(now_ms, face, &[], None);
+        self.observe_frame(now_ms, face, &[], None, None);
     }
 
-    /// [`Session::observe`] with the boxes of the frame's other faces.
+    /// [`Session::observe`] with the boxes of the frame's other faces, the main face's
+    /// quality and its liveness evidence (kept with its estimate, for the same person).
     pub fn observe_frame(
         &mut self,
         now_ms: u64,
         face: Option<(BBox, AgeEstimate)>,
         others: &[BBox],
         quality: Option<&Quality>,
+        evidence: Option<&FrameEvidence>,
     ) {
         if self.decided.is_some() {
             return;
@@ -424,6 +437,9 @@ impl Session {
         }
         // Cannot fail: max_frames <= MAX_WINDOW and the oldest sample was just dropped.
         let _ = self.samples.push_back(Sample::of(&estimate));
+        if let Some(evidence) = evidence {
+            self.liveness.observe(now_ms, *evidence);
+        }
         self.track = Some((bbox, now_ms));
     }
 
@@ -436,14 +452,26 @@ impl Session {
             return Some(decision);
         }
         self.expire(now_ms);
+        let ready = self
+            .aggregate()
+            .filter(|a| a.frames >= self.settings.min_frames);
+        let liveness = match ready {
+            Some(_) => {
+                let settings = &self.settings.liveness;
+                settings.judge(&self.liveness.measures(settings.blink_ratio))
+            }
+            None => Verdict::NotYet,
+        };
         let verdict = if self.poisoned {
             (Decision::Refer, Some(ReferReason::Unreadable))
         } else if self.other_face_seen {
             (Decision::Refer, Some(ReferReason::OtherFaces))
-        } else if let Some(agg) = self
-            .aggregate()
-            .filter(|a| a.frames >= self.settings.min_frames)
-        {
+        } else if let (Some(_), Verdict::Spoof(cue)) = (ready, liveness) {
+            // Presented, not present: REFER whatever the age says, never DENY.
+            tracing::debug!(cue = cue.name(), "session: liveness failed, REFER");
+            self.liveness_cue = Some(cue);
+            (Decision::Refer, Some(ReferReason::Liveness))
+        } else if let (Some(agg), Verdict::Unchecked | Verdict::BonaFide) = (ready, liveness) {
             // No age in the log, not even at debug: the audit log keeps bands only.
             self.policy.decide_why(agg.age, agg.sigma, agg.p_over)
         } else if now_ms.saturating_sub(self.started_ms) >= self.settings.timeout_ms {
@@ -461,6 +489,11 @@ impl Session {
         };
         self.decided = Some(verdict);
         Some(verdict.0)
+    }
+
+    /// The liveness cue behind a REFER with reason `liveness`.
+    pub fn liveness_cue(&self) -> Option<Cue> {
+        self.liveness_cue
     }
 
     /// Why the session decided REFER; `None` before a decision and for ALLOW and DENY.
@@ -485,6 +518,7 @@ impl Session {
 
     fn restart_window(&mut self) {
         self.samples.clear();
+        self.liveness.clear();
         self.track = None;
         self.resets = self.resets.saturating_add(1);
     }
@@ -853,13 +887,19 @@ mod tests {
         };
         let adult = |s: &mut Session, others: &[BBox]| {
             for i in 0..5u64 {
-                s.observe_frame(i * 66, Some((bbox(i as f32), est(40.0, 2.0))), others, None);
+                s.observe_frame(
+                    i * 66,
+                    Some((bbox(i as f32), est(40.0, 2.0))),
+                    others,
+                    None,
+                    None,
+                );
             }
             s.poll(5 * 66)
         };
         // A child beside the adult for one frame: REFER, and why.
         let mut s = session(0);
-        s.observe_frame(0, Some((bbox(0.0), est(40.0, 2.0))), &[near], None);
+        s.observe_frame(0, Some((bbox(0.0), est(40.0, 2.0))), &[near], None, None);
         assert_eq!(adult(&mut s, &[]), Some(Decision::Refer));
         assert_eq!(s.refer_reason(), Some(ReferReason::OtherFaces));
         // A passer-by far behind (30 px wide, under 48) does not count.

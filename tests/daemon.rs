@@ -148,6 +148,7 @@ impl FaceEstimator for ScriptedEstimator {
                 main: Some(main_face(age, sigma, x)),
                 others: heapless::Vec::new(),
                 quality: None,
+                liveness: None,
             }),
             Outcome::Crowd { age, other_width } => {
                 let mut others = heapless::Vec::new();
@@ -161,6 +162,7 @@ impl FaceEstimator for ScriptedEstimator {
                     main: Some(main_face(age, 2.0, 100.0)),
                     others,
                     quality: None,
+                    liveness: None,
                 })
             }
             Outcome::NoFace => Ok(FrameFaces::default()),

@@ -47,6 +47,7 @@ fn faces(age: Option<f32>) -> FrameFaces {
         }),
         others: heapless::Vec::new(),
         quality: None,
+        liveness: None,
     }
 }
 
@@ -536,4 +537,88 @@ fn random_input_sequences_keep_the_rules() {
     for seed in 0..500 {
         random_run(seed, Trigger::Face);
     }
+}
+
+/// A REQUEST answered on the frames of a still photo of an adult (keypoints that never
+/// move, no blink), with `[liveness] mode = "passive+motion"`: REFER with reason
+/// `liveness` on the serial line and in the decision event, the relay never energised;
+/// and only once the window spans `min_window_ms`, not at `min_frames`.
+#[test]
+fn a_still_photo_is_referred_for_liveness_and_never_allowed() {
+    use agegate::domain::ReferReason;
+    use agegate::liveness::{FrameEvidence, LivenessMode, LivenessSettings};
+    let mut daemon = settings(Trigger::Request);
+    daemon.session.liveness = LivenessSettings {
+        mode: LivenessMode::PassiveMotion,
+        ..LivenessSettings::default()
+    };
+    let min_window_ms = daemon.session.liveness.min_window_ms;
+    let mut rig = Rig {
+        core: Core::new(policy(), daemon, Now::default()),
+        now: Now::default(),
+    };
+    rig.feed(Input::Frame);
+    rig.feed(request(9));
+    let photo = FrameEvidence {
+        keypoints: [
+            [120.0, 80.0],
+            [160.0, 80.0],
+            [140.0, 100.0],
+            [140.0, 115.0],
+            [105.0, 90.0],
+            [175.0, 90.0],
+        ],
+        real: Some(0.9),
+        live: Some(0.95),
+        ear: Some(0.3),
+        landmarks: None,
+    };
+    let mut all = Vec::new();
+    let mut decided_at = None;
+    for k in 0..40u64 {
+        rig.advance(66);
+        let mut f = faces(Some(40.0));
+        f.liveness = Some(photo);
+        let mut out = rig.feed(Input::Frame);
+        out.extend(rig.feed(Input::Faces(f)));
+        if decided_at.is_none()
+            && out
+                .iter()
+                .any(|a| matches!(a, Action::Send(Message::Decision { .. })))
+        {
+            decided_at = Some(k);
+        }
+        all.extend(out);
+    }
+    let k = decided_at.expect("a decision");
+    assert!(
+        (k + 1) * 66 >= min_window_ms,
+        "decided after {} frames",
+        k + 1
+    );
+    assert!(all.iter().any(|a| matches!(
+        a,
+        Action::Send(Message::Decision {
+            id: 9,
+            decision: Decision::Refer,
+            ..
+        })
+    )));
+    assert!(all.iter().any(|a| matches!(
+        a,
+        Action::Send(Message::Reason {
+            id: 9,
+            reason: ReferReason::Liveness
+        })
+    )));
+    assert!(all.iter().any(|a| matches!(
+        a,
+        Action::Emit(Event::Decision {
+            reason: Some(ReferReason::Liveness),
+            ..
+        })
+    )));
+    assert!(!all
+        .iter()
+        .any(|a| matches!(a, Action::Indicate(Indication::Decision(Decision::Allow)))));
 }

@@ -52,7 +52,11 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
     let loaded = Pipeline::from_board(&board)
         .map_err(anyhow::Error::new)
         .and_then(|pipeline| {
-            let pins = board.model_files().map(|f| (f.path, f.pinned));
+            let pins: Vec<_> = board
+                .model_files()
+                .into_iter()
+                .map(|f| (f.path, f.pinned))
+                .collect();
             let models = ModelFiles::snapshot(&pins, board.daemon.model_hash_ms)
                 .map_err(anyhow::Error::msg)?;
             Ok((pipeline, models))

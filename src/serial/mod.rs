@@ -465,7 +465,8 @@ mod tests {
             match self.below(8) {
                 7 => Message::Reason {
                     id: self.next() as u16,
-                    reason: crate::domain::ReferReason::ALL[self.below(10) as usize],
+                    reason: crate::domain::ReferReason::ALL
+                        [self.below(crate::domain::ReferReason::ALL.len() as u64) as usize],
                 },
                 0 => Message::Request {
                     id: self.next() as u16,

@@ -335,13 +335,19 @@ impl Core {
             main,
             others,
             quality,
+            liveness,
         } = faces;
         let settings = self.settings.session;
         let face_trigger = settings.trigger == Trigger::Face;
         match &mut self.state {
             State::Deciding(w) => {
-                w.session
-                    .observe_frame(now.frame_ms, main, &others, quality.as_ref());
+                w.session.observe_frame(
+                    now.frame_ms,
+                    main,
+                    &others,
+                    quality.as_ref(),
+                    liveness.as_ref(),
+                );
                 self.poll_window(now, out);
             }
             State::CoolingDown(Decided {
@@ -363,8 +369,13 @@ impl Core {
                 self.next_face_id = self.next_face_id.wrapping_add(1).max(1);
                 self.open_window(now, id, Origin::Face, self.policy, out);
                 if let State::Deciding(w) = &mut self.state {
-                    w.session
-                        .observe_frame(now.frame_ms, main, &others, quality.as_ref());
+                    w.session.observe_frame(
+                        now.frame_ms,
+                        main,
+                        &others,
+                        quality.as_ref(),
+                        liveness.as_ref(),
+                    );
                 }
                 self.poll_window(now, out);
             }

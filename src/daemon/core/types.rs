@@ -4,6 +4,7 @@ use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::detect::BBox;
 use crate::estimate::AgeEstimate;
+use crate::liveness::FrameEvidence;
 use crate::quality::Quality;
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
@@ -28,6 +29,8 @@ pub struct FrameFaces {
     pub others: heapless::Vec<BBox, MAX_OTHER_FACES>,
     /// The main face's quality, when the estimator measures it.
     pub quality: Option<Quality>,
+    /// The main face's liveness evidence, when `[liveness]` is on.
+    pub liveness: Option<FrameEvidence>,
 }
 
 /// Something the shell saw.

@@ -91,6 +91,7 @@ impl Core {
         let policy = *w.session.policy();
         let aggregate = w.session.aggregate();
         let followed = w.session.followed_box();
+        let cue = w.session.liveness_cue().map_or("", |c| c.name());
         // Without an aggregate (a timeout with no face) there is no band either: the wire
         // carries band 0 with confidence 0, which a REFER tells the host not to read.
         let measured = aggregate.and_then(|a| Some((AgeBand::from_age(a.age)?, a)));
@@ -111,6 +112,7 @@ impl Core {
             id,
             %decision,
             reason = reason.map_or("", ReferReason::name),
+            cue,
             age_band,
             confidence,
             sigma,

@@ -1,0 +1,624 @@
+//! Presentation-attack detection: is the face in front of the camera present, or presented
+//! (a printed photo, a phone or a screen held up)?
+//!
+//! Evidence comes per frame ([`FrameEvidence`]: the detector's six keypoints, the passive
+//! models' scores, the eye aspect ratio) and is judged over the decision window
+//! ([`LivenessWindow`]); time is passed in and nothing here does I/O, so every rule is
+//! tested with made-up tracks. The cues, and why each:
+//!
+//! - **passive** (`antispoof`, `liveness` models, per frame; the window's median): quick
+//!   texture checks. Their own package calls them quick checks to combine with other cues,
+//!   so they are measured (`agegate eval --liveness`), never trusted alone.
+//! - **planarity**: a photo or a screen is a plane, so however it is tilted or moved, its
+//!   six keypoints in any frame are the first frame's under one homography. A real head
+//!   that turns is not a plane (the nose tip stands out of the eye-mouth plane, the ear
+//!   tragions lie behind it): its parallax leaves a residual no homography removes.
+//! - **stillness**: keypoints that do not move at all for the whole window. Nobody holds a
+//!   head as still as a stand holds a tablet; but a person who stands very still also
+//!   shows nothing to judge, and is referred (`agegate eval --liveness` states the cost).
+//! - **blink**: the eye aspect ratio dipping and coming back. A photo never blinks; a blink
+//!   is taken as evidence of life that outweighs planarity and stillness (not the passive
+//!   scores).
+//!
+//! The window's verdict in `passive+motion`: spoof when a passive score is below its
+//! threshold, or when no blink was seen and the keypoints were still or moved as a plane.
+//! In `passive`: the passive scores only. A spoof verdict is REFER, reason `liveness`,
+//! never DENY: a real adult wrongly flagged must be able to try again or ask staff.
+
+#[cfg(feature = "inference")]
+pub(crate) mod crop;
+#[cfg(feature = "inference")]
+mod model;
+mod planar;
+
+#[cfg(feature = "inference")]
+pub use model::{LivenessModels, MESH_SIZE};
+pub use planar::{homography_residual, Homography};
+
+use std::path::{Path, PathBuf};
+
+use heapless::Deque;
+use serde::Deserialize;
+
+use crate::digest::Sha256;
+use crate::settings::{in_range, KeyError};
+
+/// The face-mesh landmarks the motion cues follow when the mesh runs: points the mesh
+/// pins to features a camera sees (eye corners, nose tip and wings, mouth corners, chin,
+/// the face's outline at the ears, forehead, nose bridge), spread in depth, so a turning
+/// head shows parallax among them and a photo does not. MediaPipe indices; the first four
+/// are the eye corners (right eye outer, inner; left eye inner, outer).
+pub const MESH_TRACKED: [usize; 14] = [
+    33, 133, 362, 263, 1, 98, 327, 61, 291, 152, 234, 454, 10, 168,
+];
+
+/// Most frames of evidence a window keeps (two seconds at 30 fps).
+pub const MAX_EVIDENCE: usize = 64;
+
+/// `[liveness] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum LivenessMode {
+    /// No presentation-attack check (the dev board: its recording is made of photos).
+    #[serde(rename = "off")]
+    Off,
+    /// The passive models' scores only.
+    #[serde(rename = "passive")]
+    Passive,
+    /// Passive scores, and planarity, stillness and blinks over the window.
+    #[serde(rename = "passive+motion")]
+    PassiveMotion,
+}
+
+impl LivenessMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Passive => "passive",
+            Self::PassiveMotion => "passive+motion",
+        }
+    }
+
+    pub fn motion(self) -> bool {
+        self == Self::PassiveMotion
+    }
+}
+
+/// `[liveness]` as written.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLiveness {
+    pub mode: Option<LivenessMode>,
+    /// The anti-spoof classifier (`models/antispoof.onnx`).
+    pub antispoof: Option<PathBuf>,
+    /// The liveness classifier (`models/liveness.onnx`).
+    pub liveness: Option<PathBuf>,
+    /// The face mesh, for the eye aspect ratio (`models/facemesh.onnx`; `passive+motion`).
+    pub facemesh: Option<PathBuf>,
+    /// SHA-256 each file must have (`sha256sum` prints it), as `[models]` pins its own.
+    pub antispoof_sha256: Option<String>,
+    pub liveness_sha256: Option<String>,
+    pub facemesh_sha256: Option<String>,
+    pub min_real: Option<f32>,
+    pub min_live: Option<f32>,
+    pub min_window_ms: Option<u64>,
+    pub max_planar_residual: Option<f32>,
+    pub min_motion: Option<f32>,
+    pub blink_ratio: Option<f32>,
+}
+
+/// The thresholds of `[liveness]` (copied into every decision window).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LivenessSettings {
+    pub mode: LivenessMode,
+    /// Median anti-spoof score below which the window is a spoof.
+    pub min_real: f32,
+    /// Median liveness score below which the window is a spoof.
+    pub min_live: f32,
+    /// The motion cues judge a window only once it spans this long (one person).
+    pub min_window_ms: u64,
+    /// Planarity: below this residual (inter-ocular distances) the keypoints moved as a
+    /// plane does.
+    pub max_planar_residual: f32,
+    /// Stillness: keypoints that moved less than this (inter-ocular distances) over the
+    /// window did not move.
+    pub min_motion: f32,
+    /// A blink: the eye aspect ratio dips below this share of the window's open-eye
+    /// ratio and comes back.
+    pub blink_ratio: f32,
+}
+
+impl Default for LivenessSettings {
+    /// Off; the thresholds are the ones `agegate eval --liveness` was run with (README
+    /// "Liveness"), chosen on a run made from UTKFace *train* photos: `max_planar_residual`
+    /// for at most 5 % of simulated moving heads referred, `min_live` and `min_real`
+    /// under the 1st percentile of real photos' scores (the passive models tell little).
+    fn default() -> Self {
+        Self {
+            mode: LivenessMode::Off,
+            min_real: 0.2,
+            min_live: 0.3,
+            min_window_ms: 1_000,
+            max_planar_residual: 0.028,
+            min_motion: 0.01,
+            blink_ratio: 0.6,
+        }
+    }
+}
+
+/// A validated `[liveness]`: thresholds, and the model files the mode needs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LivenessConfig {
+    pub settings: LivenessSettings,
+    pub antispoof: Option<PathBuf>,
+    pub liveness: Option<PathBuf>,
+    pub facemesh: Option<PathBuf>,
+    /// The pins of the three files, in that order.
+    pub pins: [Option<Sha256>; 3],
+}
+
+impl LivenessConfig {
+    /// Validates `[liveness]`; relative model paths are resolved against `base`. A mode
+    /// that needs a model file names it, and the file must exist: a board that asks for
+    /// liveness never starts without it (fail closed).
+    pub fn from_raw(raw: RawLiveness, base: &Path) -> Result<Self, KeyError> {
+        let d = LivenessSettings::default();
+        let mode = raw.mode.unwrap_or(d.mode);
+        let unit = |key: &str, v: Option<f32>, default: f32| match v {
+            None => Ok(default),
+            Some(v) if v.is_finite() => in_range(key, v, 0.0..=1.0),
+            Some(v) => Err(KeyError::new(
+                key,
+                format!("{v}: give a number from 0 to 1"),
+            )),
+        };
+        let settings = LivenessSettings {
+            mode,
+            min_real: unit("liveness.min_real", raw.min_real, d.min_real)?,
+            min_live: unit("liveness.min_live", raw.min_live, d.min_live)?,
+            min_window_ms: in_range(
+                "liveness.min_window_ms",
+                raw.min_window_ms.unwrap_or(d.min_window_ms),
+                100..=10_000,
+            )?,
+            max_planar_residual: unit(
+                "liveness.max_planar_residual",
+                raw.max_planar_residual,
+                d.max_planar_residual,
+            )?,
+            min_motion: unit("liveness.min_motion", raw.min_motion, d.min_motion)?,
+            blink_ratio: unit("liveness.blink_ratio", raw.blink_ratio, d.blink_ratio)?,
+        };
+        let file = |key: &str, path: Option<PathBuf>, needed: bool| -> Result<_, KeyError> {
+            match path {
+                None if needed => Err(KeyError::new(
+                    key,
+                    format!(
+                        "missing: `mode = \"{}\"` needs this model file",
+                        mode.name()
+                    ),
+                )),
+                None => Ok(None),
+                Some(p) => {
+                    let full = base.join(p);
+                    if full.is_file() {
+                        Ok(Some(full))
+                    } else {
+                        Err(KeyError::new(
+                            key,
+                            format!("no such file: {}", full.display()),
+                        ))
+                    }
+                }
+            }
+        };
+        let pin = |key: &str, text: Option<String>| {
+            text.map(|t| {
+                Sha256::parse_hex(t.trim()).ok_or_else(|| {
+                    KeyError::new(
+                        key,
+                        format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
+                    )
+                })
+            })
+            .transpose()
+        };
+        let passive = mode != LivenessMode::Off;
+        // With the mode off the files are not loaded, so they are neither needed nor held
+        // to their pins.
+        Ok(Self {
+            settings,
+            antispoof: file(
+                "liveness.antispoof",
+                raw.antispoof.filter(|_| passive),
+                passive,
+            )?,
+            liveness: file(
+                "liveness.liveness",
+                raw.liveness.filter(|_| passive),
+                passive,
+            )?,
+            facemesh: file(
+                "liveness.facemesh",
+                raw.facemesh.filter(|_| mode.motion()),
+                mode.motion(),
+            )?,
+            pins: [
+                pin("liveness.antispoof_sha256", raw.antispoof_sha256)?,
+                pin("liveness.liveness_sha256", raw.liveness_sha256)?,
+                pin("liveness.facemesh_sha256", raw.facemesh_sha256)?,
+            ],
+        })
+    }
+
+    /// The files the mode loads, with the keys that pin them and their pins.
+    pub fn model_files(&self) -> Vec<crate::config::ModelFile> {
+        let keys = [
+            "liveness.antispoof_sha256",
+            "liveness.liveness_sha256",
+            "liveness.facemesh_sha256",
+        ];
+        [&self.antispoof, &self.liveness, &self.facemesh]
+            .into_iter()
+            .zip(keys)
+            .zip(self.pins)
+            .filter_map(|((path, key), pinned)| {
+                path.clone()
+                    .map(|path| crate::config::ModelFile { key, path, pinned })
+            })
+            .collect()
+    }
+}
+
+/// What one frame tells about the main face.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FrameEvidence {
+    /// The detector's keypoints, photo pixels (`detect::Face::keypoints` order).
+    pub keypoints: [[f32; 2]; 6],
+    /// The anti-spoof model's score that the face is real, 0..1.
+    pub real: Option<f32>,
+    /// The liveness model's live score, 0..1.
+    pub live: Option<f32>,
+    /// The eye aspect ratio, both eyes' mean (face mesh).
+    pub ear: Option<f32>,
+    /// The [`MESH_TRACKED`] landmarks, photo pixels (face mesh).
+    pub landmarks: Option<[[f32; 2]; MESH_TRACKED.len()]>,
+}
+
+/// The cue that made a window a spoof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cue {
+    /// The anti-spoof model's median score is below `min_real`.
+    Antispoof,
+    /// The liveness model's median score is below `min_live`.
+    LiveModel,
+    /// The keypoints did not move (and no blink).
+    Still,
+    /// The keypoints moved as a plane (and no blink).
+    Planar,
+}
+
+impl Cue {
+    pub const ALL: [Cue; 4] = [Cue::Antispoof, Cue::LiveModel, Cue::Still, Cue::Planar];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Antispoof => "antispoof",
+            Self::LiveModel => "live_model",
+            Self::Still => "still",
+            Self::Planar => "planar",
+        }
+    }
+}
+
+/// What a window's evidence measures, before any threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Measures {
+    pub frames: usize,
+    pub span_ms: u64,
+    pub real: Option<f32>,
+    pub live: Option<f32>,
+    /// Largest displacement from the first frame (RMS over the points, IOD) of the mesh
+    /// landmarks when every frame has them, else of the six keypoints.
+    pub motion: Option<f32>,
+    /// Planarity residual (IOD, see [`homography_residual`]) of the same points.
+    pub planar_residual: Option<f32>,
+    /// Whether `motion` and `planar_residual` are of the mesh landmarks.
+    pub mesh: bool,
+    /// The six keypoints' planarity residual, whatever the points above (reported).
+    pub planar_residual_keypoints: Option<f32>,
+    pub blink: Option<bool>,
+}
+
+/// Each cue's own verdict on a window, and the combined one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CueFlags {
+    pub antispoof: bool,
+    pub live_model: bool,
+    pub still: bool,
+    pub planar: bool,
+    pub blink: bool,
+}
+
+impl CueFlags {
+    pub fn flagged(&self, cue: Cue) -> bool {
+        match cue {
+            Cue::Antispoof => self.antispoof,
+            Cue::LiveModel => self.live_model,
+            Cue::Still => self.still,
+            Cue::Planar => self.planar,
+        }
+    }
+}
+
+/// A window's liveness verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The mode is off.
+    Unchecked,
+    /// Not enough evidence yet (the window is too short for the motion cues).
+    NotYet,
+    BonaFide,
+    /// A presentation attack, and the first cue that says so.
+    Spoof(Cue),
+}
+
+impl LivenessSettings {
+    /// Each cue's verdict on `m` by these thresholds (an absent measure flags nothing).
+    pub fn flags(&self, m: &Measures) -> CueFlags {
+        // A NaN measure is below every threshold: what cannot be read is not evidence of
+        // life.
+        let below = |v: Option<f32>, t: f32| v.is_some_and(|v| v.is_nan() || v < t);
+        CueFlags {
+            antispoof: below(m.real, self.min_real),
+            live_model: below(m.live, self.min_live),
+            still: below(m.motion, self.min_motion),
+            planar: below(m.planar_residual, self.max_planar_residual),
+            blink: m.blink == Some(true),
+        }
+    }
+
+    /// The verdict on measures `m` in this mode.
+    pub fn judge(&self, m: &Measures) -> Verdict {
+        if self.mode == LivenessMode::Off {
+            return Verdict::Unchecked;
+        }
+        if m.frames == 0 || (self.mode.motion() && m.span_ms < self.min_window_ms) {
+            return Verdict::NotYet;
+        }
+        let f = self.flags(m);
+        let passive = [
+            (f.antispoof, Cue::Antispoof),
+            (f.live_model, Cue::LiveModel),
+        ];
+        let motion = [(f.still, Cue::Still), (f.planar, Cue::Planar)];
+        let mut cues = passive.iter();
+        let spoof = if self.mode.motion() && !f.blink {
+            cues.chain(motion.iter()).find(|(flag, _)| *flag)
+        } else {
+            cues.find(|(flag, _)| *flag)
+        };
+        match spoof {
+            Some((_, cue)) => Verdict::Spoof(*cue),
+            None => Verdict::BonaFide,
+        }
+    }
+}
+
+/// The evidence of one person over a decision window.
+#[derive(Debug, Clone, Default)]
+pub struct LivenessWindow {
+    frames: Deque<(u64, FrameEvidence), MAX_EVIDENCE>,
+}
+
+impl LivenessWindow {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a frame's evidence at `t_ms` (the oldest goes when the window is full).
+    pub fn observe(&mut self, t_ms: u64, evidence: FrameEvidence) {
+        if self.frames.is_full() {
+            self.frames.pop_front();
+        }
+        // Cannot fail: a slot was just freed.
+        let _ = self.frames.push_back((t_ms, evidence));
+    }
+
+    /// Forgets everything (another person).
+    pub fn clear(&mut self) {
+        self.frames.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// What the window's evidence measures.
+    pub fn measures(&self, blink_ratio: f32) -> Measures {
+        let n = self.frames.len();
+        let (Some((first_t, _)), Some((last_t, _))) = (self.frames.front(), self.frames.back())
+        else {
+            return Measures::default();
+        };
+        let mut scratch = [0.0f32; MAX_EVIDENCE];
+        let mut median_of = |get: &dyn Fn(&FrameEvidence) -> Option<f32>| {
+            let mut k = 0;
+            for (_, e) in &self.frames {
+                if let Some(v) = get(e).filter(|v| v.is_finite()) {
+                    scratch[k] = v;
+                    k += 1;
+                }
+            }
+            // Every frame must have it: a score missing on some frames is not a median.
+            (k == n).then(|| median(&mut scratch[..k]))
+        };
+        let real = median_of(&|e| e.real);
+        let live = median_of(&|e| e.live);
+        let mesh = self.frames.iter().all(|(_, e)| e.landmarks.is_some());
+        let (motion, planar_residual) = if mesh {
+            motion_cues(self.frames.iter().filter_map(|(_, e)| e.landmarks), |l| {
+                mesh_inter_ocular(l)
+            })
+        } else {
+            motion_cues(self.frames.iter().map(|(_, e)| e.keypoints), |k| {
+                inter_ocular(k)
+            })
+        };
+        let (_, planar_residual_keypoints) =
+            motion_cues(self.frames.iter().map(|(_, e)| e.keypoints), |k| {
+                inter_ocular(k)
+            });
+        Measures {
+            frames: n,
+            span_ms: last_t.saturating_sub(*first_t),
+            real,
+            live,
+            motion,
+            planar_residual,
+            mesh,
+            planar_residual_keypoints,
+            blink: self.blink(blink_ratio),
+        }
+    }
+
+    /// A blink: a frame whose eye aspect ratio is below `ratio` x the window's open-eye
+    /// ratio (its 90th percentile), with an open frame on each side (so a window that
+    /// starts or ends with the eyes shut, or a photo of shut eyes, is no blink). Frames
+    /// without a ratio (the mesh did not find the face) are left out; `None` when fewer
+    /// than three have one.
+    fn blink(&self, ratio: f32) -> Option<bool> {
+        let mut ears = [0.0f32; MAX_EVIDENCE];
+        let mut n = 0;
+        for (_, e) in &self.frames {
+            if let Some(ear) = e.ear.filter(|v| v.is_finite() && *v >= 0.0) {
+                ears[n] = ear;
+                n += 1;
+            }
+        }
+        if n < 3 {
+            return None;
+        }
+        let mut sorted = ears;
+        let open = quantile(&mut sorted[..n], 0.9);
+        if open.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Some(false);
+        }
+        let shut = ratio * open;
+        let reopened = (1.0 + ratio) / 2.0 * open;
+        let mut seen_open = false;
+        let mut dipped = false;
+        for &ear in &ears[..n] {
+            if ear >= reopened {
+                if dipped {
+                    return Some(true);
+                }
+                seen_open = true;
+            } else if ear < shut && seen_open {
+                dipped = true;
+            }
+        }
+        Some(false)
+    }
+}
+
+/// Motion and planarity of a window's point sets: the largest RMS displacement from the
+/// first frame, and the upper quantile of the per-frame homography residuals, both in
+/// inter-ocular distances (`iod`); `None` with fewer than two frames or an unreadable one.
+fn motion_cues<const N: usize>(
+    frames: impl Iterator<Item = [[f32; 2]; N]>,
+    iod: impl Fn(&[[f32; 2]; N]) -> Option<f32>,
+) -> (Option<f32>, Option<f32>) {
+    let mut raw = [[[0.0f32; 2]; N]; MAX_EVIDENCE];
+    let mut n = 0;
+    for points in frames.take(MAX_EVIDENCE) {
+        raw[n] = points;
+        n += 1;
+    }
+    // Each frame's points averaged with its neighbours': a head's parallax changes
+    // smoothly over frames, the detector's jitter does not, so this lowers the jitter
+    // (a screen's moire makes the mesh jumpy) more than the parallax.
+    let smoothed = |i: usize| -> [[f32; 2]; N] {
+        let (lo, hi) = (i.saturating_sub(1), (i + 1).min(n - 1));
+        let count = (hi - lo + 1) as f32;
+        std::array::from_fn(|j| {
+            let sum = (lo..=hi).fold([0.0f32; 2], |acc, k| {
+                [acc[0] + raw[k][j][0], acc[1] + raw[k][j][1]]
+            });
+            [sum[0] / count, sum[1] / count]
+        })
+    };
+    if n < 2 {
+        return (None, None);
+    }
+    let first = smoothed(0);
+    let Some(first_scale) = iod(&first) else {
+        return (None, None);
+    };
+    let mut motion = 0.0f32;
+    let mut residuals = [0.0f32; MAX_EVIDENCE];
+    for (k, slot) in residuals.iter_mut().enumerate().take(n).skip(1) {
+        let points = smoothed(k);
+        let sum: f32 = first
+            .iter()
+            .zip(&points)
+            .map(|(a, b)| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2))
+            .sum();
+        let d = (sum / N as f32).sqrt() / first_scale;
+        let residual = iod(&points).and_then(|scale| homography_residual(&first, &points, scale));
+        let Some(r) = residual.filter(|_| d.is_finite()) else {
+            return (None, None);
+        };
+        motion = motion.max(d);
+        *slot = r;
+    }
+    (Some(motion), Some(upper_quantile(&mut residuals[1..n])))
+}
+
+/// The distance between the eyes' centres (mid-points of their corners) of
+/// [`MESH_TRACKED`] landmarks.
+fn mesh_inter_ocular(l: &[[f32; 2]; MESH_TRACKED.len()]) -> Option<f32> {
+    let mid = |a: [f32; 2], b: [f32; 2]| [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0];
+    let (r, l) = (mid(l[0], l[1]), mid(l[2], l[3]));
+    let d = ((r[0] - l[0]).powi(2) + (r[1] - l[1]).powi(2)).sqrt();
+    (d.is_finite() && d > 1e-3).then_some(d)
+}
+
+pub(crate) fn inter_ocular(k: &[[f32; 2]; 6]) -> Option<f32> {
+    use crate::detect::{LEFT_EYE, RIGHT_EYE};
+    let (a, b) = (k[RIGHT_EYE], k[LEFT_EYE]);
+    let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt();
+    (d.is_finite() && d > 1e-3).then_some(d)
+}
+
+/// The window's planarity figure: the 90th percentile of the per-frame residuals, so one
+/// glitched detection does not make a photo look like a head.
+fn upper_quantile(values: &mut [f32]) -> f32 {
+    quantile(values, 0.9)
+}
+
+fn quantile(values: &mut [f32], q: f32) -> f32 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable_by(f32::total_cmp);
+    let i = ((values.len() - 1) as f32 * q).round() as usize;
+    values[i.min(values.len() - 1)]
+}
+
+fn median(values: &mut [f32]) -> f32 {
+    values.sort_unstable_by(f32::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests;
