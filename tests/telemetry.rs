@@ -344,17 +344,7 @@ fn each_decision_is_published_once_and_status_goes_offline_at_the_end() {
         return;
     };
     let board = telemetry_board(dir.path(), port, "");
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(&board)
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_board(&board);
     let printed = printed_decisions(&stdout);
     assert_eq!(printed.len(), 2, "{stdout}");
     wait_until("the decisions", Duration::from_secs(10), || {

@@ -237,6 +237,24 @@ pub struct EvalArgs {
     /// the daemon aggregates a window of frames.
     #[arg(long, default_value_t = 1)]
     pub views: usize,
+    /// Evaluate presentation-attack detection instead of age (the board's `[liveness]`):
+    /// synthetic print and screen attacks made from the photos, the photos themselves as
+    /// bona fide (and `--degrade`d), simulated head tracks for the motion cues.
+    #[arg(long)]
+    pub liveness: bool,
+    /// `--liveness`: attack sequences per kind (print, replay, and both held still).
+    #[arg(long, default_value_t = 500)]
+    pub sequences: usize,
+    /// `--liveness`: frames per sequence, at 10 frames per second.
+    #[arg(long, default_value_t = 12)]
+    pub frames: usize,
+    /// `--liveness`: simulated keypoint tracks per kind (head, still person, flat photo).
+    #[arg(long, default_value_t = 500)]
+    pub tracks: usize,
+    /// `--liveness`: also run the recordings of DIR/manifest.csv (`path,label[,fps]`,
+    /// label `bona_fide` or `attack`; an MJPEG file or a folder of frames each).
+    #[arg(long)]
+    pub recordings: Option<PathBuf>,
     #[command(flatten)]
     pub models: ModelArgs,
 }

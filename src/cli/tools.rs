@@ -212,6 +212,9 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     if !(1..=64).contains(&args.views) {
         bail!("--views {}: give 1 to 64", args.views);
     }
+    if args.liveness {
+        return eval_liveness(args, degradations);
+    }
     // Every output is checked before the evaluation, which can take an hour.
     let det = args.plot.as_deref().map(det_path);
     for path in [
@@ -288,6 +291,100 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     }
     if report.n_estimated == 0 {
         bail!("no image in {} could be estimated", args.manifest.display());
+    }
+    Ok(Outcome::Success)
+}
+
+fn eval_liveness(args: EvalArgs, degradations: Vec<Degradation>) -> Result<Outcome> {
+    if !(3..=agegate::liveness::MAX_EVIDENCE).contains(&args.frames) {
+        bail!(
+            "--frames {}: give 3 to {}",
+            args.frames,
+            agegate::liveness::MAX_EVIDENCE
+        );
+    }
+    ensure_writable(&args.json)?;
+    let csv_path = args
+        .csv
+        .clone()
+        .unwrap_or_else(|| eval::default_csv_path(&args.json));
+    ensure_writable(&csv_path)?;
+    if let Some(dir) = &args.recordings {
+        let manifest = dir.join("manifest.csv");
+        if !manifest.is_file() {
+            bail!("--recordings {}: no manifest.csv in it", dir.display());
+        }
+    }
+    let pipeline = args.models.pipeline()?;
+    // The limit applies after the evaluation's own seeded order (a sorted manifest's first
+    // rows are one age).
+    let entries = read_manifest(&args.manifest, args.root.as_deref(), None)?;
+    let options = eval::liveness::LivenessEvalOptions {
+        limit: args.limit,
+        sequences: args.sequences,
+        frames: args.frames,
+        fps: 10.0,
+        degrade: degradations,
+        tracks: args.tracks,
+        jitter_photos: 100,
+        recordings: args.recordings.clone(),
+    };
+    let photos = args.limit.unwrap_or(entries.len()).min(entries.len());
+    let windows = 4 * args.sequences.min(photos) + photos * (1 + options.degrade.len());
+    let bar = progress_bar(windows);
+    let report = eval::liveness::evaluate(&pipeline, &entries, &options, |what| {
+        bar.set_message(what.to_string());
+        bar.inc(1);
+    })
+    .map_err(|e| anyhow::anyhow!("eval --liveness: {e}"))?;
+    bar.finish_and_clear();
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.json, json + "\n")
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eval::liveness::write_windows_csv(&report, &pipeline.liveness_settings, &csv_path)
+        .with_context(|| format!("writing {}", csv_path.display()))?;
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1} %", 100.0 * v));
+    let cues = |r: &eval::liveness::Rates| {
+        r.flagged
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1} %", 100.0 * v))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    print_err(&format!(
+        "liveness mode {} (simulated attacks and tracks)",
+        report.mode
+    ));
+    for (kind, r) in &report.attacks {
+        print_err(&format!(
+            "  attack {kind:<13} n {} | no face {} | APCER {} | flagged: {}",
+            r.n,
+            r.no_face,
+            pct(r.error_rate),
+            cues(r)
+        ));
+    }
+    for (kind, r) in &report.bona_fide_passive {
+        print_err(&format!(
+            "  bona fide photos {kind:<10} n {} | BPCER {} | flagged: {}",
+            r.n,
+            pct(r.error_rate),
+            cues(r)
+        ));
+    }
+    let t = &report.tracks;
+    for (name, r) in [
+        ("head", &t.head),
+        ("still person", &t.still_person),
+        ("flat", &t.flat),
+    ] {
+        print_err(&format!(
+            "  track {name:<13} n {} | {} {} | flagged: {}",
+            r.n,
+            if name == "flat" { "APCER" } else { "BPCER" },
+            pct(r.error_rate),
+            cues(r)
+        ));
     }
     Ok(Outcome::Success)
 }

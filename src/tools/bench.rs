@@ -71,7 +71,10 @@ pub struct BenchReport {
     pub align_ms: f64,
     /// The board's age model on the aligned crop.
     pub estimate_ms: f64,
-    /// detect + align + estimate, as the frame loop runs them.
+    /// The liveness models on the face (crop, anti-spoof, liveness, and the face mesh in
+    /// `passive+motion`); `None` when the board's `[liveness]` is off.
+    pub liveness_ms: Option<f64>,
+    /// detect + align + estimate (+ liveness), as the frame loop runs them.
     pub frame_ms: f64,
     pub estimate_ms_f32: Option<f64>,
     pub estimate_ms_int8: Option<f64>,
@@ -274,6 +277,12 @@ pub fn run(
         Ok(())
     })?;
     let [detect_ms, estimate_ms, frame_ms] = time_stages(&pipeline, &frame, &crop, w, i)?;
+    let liveness_ms = match &pipeline.liveness {
+        None => None,
+        Some(models) => Some(time_median(w, i, || {
+            models.evidence(&frame, &face).map(|_| ())
+        })?),
+    };
 
     let time_model = |path: &Path| -> Result<f64, BenchError> {
         let model = AgeModel::load(path)?;
@@ -317,6 +326,7 @@ pub fn run(
         detect_graph_ms,
         align_ms,
         estimate_ms,
+        liveness_ms,
         frame_ms,
         int8_over_f32: estimate_ms_int8.zip(estimate_ms_f32).map(|(q, f)| q / f),
         estimate_ms_f32,

@@ -59,3 +59,19 @@ pub fn agegate() -> Command {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("writing a test file");
 }
+
+/// `agegate run --board BOARD` to its end; panics, with its stderr, unless it succeeds.
+/// Returns its standard output.
+pub fn run_board(board: &Path) -> String {
+    let out = agegate()
+        .args(["run", "--board"])
+        .arg(board)
+        .output()
+        .expect("starting agegate run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -5,6 +5,8 @@
 //! with `--views N`, each photo seen N times under small jitter and aggregated as the
 //! daemon aggregates a window of frames.
 
+pub mod attacks;
+pub mod liveness;
 pub mod nist;
 mod plot;
 mod views;
