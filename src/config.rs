@@ -131,28 +131,9 @@ impl Models {
             let p = p.as_ref().ok_or_else(|| {
                 KeyError::new(key, "missing: name the file (or give models.bundle)")
             })?;
-            let full = base.join(p);
-            if full.is_file() {
-                Ok(full)
-            } else {
-                Err(KeyError::new(
-                    key,
-                    format!("no such file: {}", full.display()),
-                ))
-            }
+            existing_model_file(key, base, p)
         };
-        let pin = |key: &str, text: &Option<String>| {
-            text.as_deref()
-                .map(|t| {
-                    Sha256::parse_hex(t.trim()).ok_or_else(|| {
-                        KeyError::new(
-                            key,
-                            format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
-                        )
-                    })
-                })
-                .transpose()
-        };
+        let pin = |key: &str, text: &Option<String>| parse_pin(key, text.as_deref());
         let models = Self {
             detector: existing_file("models.detector", &raw.detector)?,
             age: existing_file("models.age", &raw.age)?,
@@ -215,6 +196,36 @@ fn bundle_target(raw: &RawModels, base: &Path) -> Result<Option<(PathBuf, PathBu
         )
     })?;
     Ok(Some((base.join(root), base.join(pubkey))))
+}
+
+/// `path` resolved against the board's folder `base`, if it names a file there.
+pub(crate) fn existing_model_file(
+    key: &str,
+    base: &Path,
+    path: &Path,
+) -> Result<PathBuf, KeyError> {
+    let full = base.join(path);
+    if full.is_file() {
+        Ok(full)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("no such file: {}", full.display()),
+        ))
+    }
+}
+
+/// A model file's pin as a board writes it (`sha256sum`'s hex), if given.
+pub(crate) fn parse_pin(key: &str, text: Option<&str>) -> Result<Option<Sha256>, KeyError> {
+    text.map(|t| {
+        Sha256::parse_hex(t.trim()).ok_or_else(|| {
+            KeyError::new(
+                key,
+                format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
+            )
+        })
+    })
+    .transpose()
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {

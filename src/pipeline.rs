@@ -155,13 +155,10 @@ impl Pipeline {
             mode: crate::liveness::LivenessMode::Passive,
             ..self.liveness_settings
         };
-        let measures = Measures {
-            frames: 1,
-            real: evidence.real,
-            live: evidence.live,
-            ..Measures::default()
-        };
-        matches!(settings.judge(&measures), Verdict::Spoof(_))
+        matches!(
+            settings.judge(&Measures::of_frame(evidence)),
+            Verdict::Spoof(_)
+        )
     }
 
     /// The estimate of one face, and its quality.

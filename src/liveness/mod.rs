@@ -40,6 +40,7 @@ use std::path::{Path, PathBuf};
 use heapless::Deque;
 use serde::Deserialize;
 
+use crate::config::{existing_model_file, parse_pin};
 use crate::digest::Sha256;
 use crate::settings::{in_range, KeyError};
 
@@ -188,40 +189,18 @@ impl LivenessConfig {
             min_motion: unit("liveness.min_motion", raw.min_motion, d.min_motion)?,
             blink_ratio: unit("liveness.blink_ratio", raw.blink_ratio, d.blink_ratio)?,
         };
-        let file = |key: &str, path: Option<PathBuf>, needed: bool| -> Result<_, KeyError> {
-            match path {
-                None if needed => Err(KeyError::new(
-                    key,
-                    format!(
-                        "missing: `mode = \"{}\"` needs this model file",
-                        mode.name()
-                    ),
-                )),
-                None => Ok(None),
-                Some(p) => {
-                    let full = base.join(p);
-                    if full.is_file() {
-                        Ok(Some(full))
-                    } else {
-                        Err(KeyError::new(
-                            key,
-                            format!("no such file: {}", full.display()),
-                        ))
-                    }
-                }
-            }
+        let file = |key: &str, path: Option<PathBuf>, needed: bool| match path {
+            None if needed => Err(KeyError::new(
+                key,
+                format!(
+                    "missing: `mode = \"{}\"` needs this model file",
+                    mode.name()
+                ),
+            )),
+            None => Ok(None),
+            Some(p) => existing_model_file(key, base, &p).map(Some),
         };
-        let pin = |key: &str, text: Option<String>| {
-            text.map(|t| {
-                Sha256::parse_hex(t.trim()).ok_or_else(|| {
-                    KeyError::new(
-                        key,
-                        format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
-                    )
-                })
-            })
-            .transpose()
-        };
+        let pin = |key: &str, text: Option<String>| parse_pin(key, text.as_deref());
         let passive = mode != LivenessMode::Off;
         // With the mode off the files are not loaded, so they are neither needed nor held
         // to their pins.
@@ -328,6 +307,18 @@ pub struct Measures {
     /// The six keypoints' planarity residual, whatever the points above (reported).
     pub planar_residual_keypoints: Option<f32>,
     pub blink: Option<bool>,
+}
+
+impl Measures {
+    /// What one frame alone measures: its passive scores (a photo has no motion).
+    pub fn of_frame(evidence: &FrameEvidence) -> Self {
+        Self {
+            frames: 1,
+            real: evidence.real,
+            live: evidence.live,
+            ..Self::default()
+        }
+    }
 }
 
 /// Each cue's own verdict on a window, and the combined one.
@@ -460,19 +451,16 @@ impl LivenessWindow {
         let real = median_of(&|e| e.real);
         let live = median_of(&|e| e.live);
         let mesh = self.frames.iter().all(|(_, e)| e.landmarks.is_some());
+        let keypoints = motion_cues(self.frames.iter().map(|(_, e)| e.keypoints), inter_ocular);
         let (motion, planar_residual) = if mesh {
-            motion_cues(self.frames.iter().filter_map(|(_, e)| e.landmarks), |l| {
-                mesh_inter_ocular(l)
-            })
+            motion_cues(
+                self.frames.iter().filter_map(|(_, e)| e.landmarks),
+                mesh_inter_ocular,
+            )
         } else {
-            motion_cues(self.frames.iter().map(|(_, e)| e.keypoints), |k| {
-                inter_ocular(k)
-            })
+            keypoints
         };
-        let (_, planar_residual_keypoints) =
-            motion_cues(self.frames.iter().map(|(_, e)| e.keypoints), |k| {
-                inter_ocular(k)
-            });
+        let planar_residual_keypoints = keypoints.1;
         Measures {
             frames: n,
             span_ms: last_t.saturating_sub(*first_t),

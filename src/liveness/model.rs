@@ -178,22 +178,14 @@ impl LivenessModels {
         };
         let real = classify(&self.antispoof, &REAL)?[0][0];
         let live = classify(&self.liveness, &LIVE)?[0][0];
-        let (ear, landmarks) = match &self.mesh {
+        let (ear, landmarks) = match mesh_run(self.mesh.as_ref(), b)? {
             None => (None, None),
-            Some(mesh) => {
-                b.nchw.resize(3 * MESH_SIZE * MESH_SIZE, 0.0);
-                to_nchw(&b.crop, MESH_SIZE, &mut b.nchw);
-                let out = mesh.run(&b.nchw, &MESH)?;
-                if out[1][0] >= MESH_MIN_SCORE {
-                    let points = &out[0];
-                    let landmarks = MESH_TRACKED.map(|i| {
-                        let uv = [points[3 * i], points[3 * i + 1]];
-                        crop_to_photo(square, photo.width(), photo.height(), MESH_SIZE, uv)
-                    });
-                    (eye_aspect_ratio(points), Some(landmarks))
-                } else {
-                    (None, None)
-                }
+            Some(points) => {
+                let landmarks = MESH_TRACKED.map(|i| {
+                    let uv = [points[3 * i], points[3 * i + 1]];
+                    crop_to_photo(square, photo.width(), photo.height(), MESH_SIZE, uv)
+                });
+                (eye_aspect_ratio(&points), Some(landmarks))
             }
         };
         Ok(FrameEvidence {
@@ -215,23 +207,17 @@ impl LivenessModels {
         photo: &RgbImage,
         face: &Face,
     ) -> Result<Option<[[f32; 3]; MESH_TRACKED.len()]>, ModelError> {
-        let Some(mesh) = &self.mesh else {
-            return Ok(None);
-        };
         let mut guard = self.buffers.borrow_mut();
         let b = &mut *guard;
         let square = face_square(&face.bbox);
         square_crop(photo, square, MESH_SIZE, &mut b.crop);
-        b.nchw.resize(3 * MESH_SIZE * MESH_SIZE, 0.0);
-        to_nchw(&b.crop, MESH_SIZE, &mut b.nchw);
-        let out = mesh.run(&b.nchw, &MESH)?;
-        if out[1][0] < MESH_MIN_SCORE {
+        let Some(points) = mesh_run(self.mesh.as_ref(), b)? else {
             return Ok(None);
-        }
+        };
         // Crop pixels to photo pixels: the same scale for z as for x.
         let per_px = (square[2] - square[0]) / (MESH_SIZE - 1) as f32;
         Ok(Some(MESH_TRACKED.map(|i| {
-            let p = &out[0][3 * i..3 * i + 3];
+            let p = &points[3 * i..3 * i + 3];
             let [x, y] = crop_to_photo(
                 square,
                 photo.width(),
@@ -242,6 +228,18 @@ impl LivenessModels {
             [x, y, p[2] * per_px]
         })))
     }
+}
+
+/// The mesh on the crop in `b.crop`: its landmarks (`[468 x (x, y, z)]`,
+/// crop pixels), `None` without the mesh or when it finds no face there.
+fn mesh_run(mesh: Option<&Graph>, b: &mut Buffers) -> Result<Option<Vec<f32>>, ModelError> {
+    let Some(mesh) = mesh else {
+        return Ok(None);
+    };
+    b.nchw.resize(3 * MESH_SIZE * MESH_SIZE, 0.0);
+    to_nchw(&b.crop, MESH_SIZE, &mut b.nchw);
+    let mut out = mesh.run(&b.nchw, &MESH)?;
+    Ok((out[1][0] >= MESH_MIN_SCORE).then(|| std::mem::take(&mut out[0])))
 }
 
 /// Both eyes' mean six-point eye aspect ratio of a mesh (`[468 x (x, y, z)]`).

@@ -167,6 +167,15 @@ enum Window {
 }
 
 impl Window {
+    /// A window of frames: judged, or no face when fewer than three frames had one.
+    fn of(window: &LivenessWindow, settings: &LivenessSettings) -> Self {
+        if window.len() < 3 {
+            Window::NoFace
+        } else {
+            Window::Judged(window.measures(settings.blink_ratio))
+        }
+    }
+
     fn measures(&self) -> Option<Measures> {
         match self {
             Window::NoFace => None,
@@ -281,11 +290,7 @@ fn run_window(
         }
         k += 1;
     }
-    Ok(if window.len() < 3 {
-        Window::NoFace
-    } else {
-        Window::Judged(window.measures(settings.blink_ratio))
-    })
+    Ok(Window::of(&window, settings))
 }
 
 /// Runs the whole liveness evaluation. `progress` is called after each window.
@@ -363,11 +368,7 @@ pub fn evaluate(
             };
             let w = match frame_evidence(pipeline, &photo).map_err(fail)? {
                 None => Window::NoFace,
-                Some(e) => {
-                    let mut window = LivenessWindow::new();
-                    window.observe(0, e);
-                    Window::Judged(window.measures(settings.blink_ratio))
-                }
+                Some(e) => Window::Judged(Measures::of_frame(&e)),
             };
             windows.push(w);
             progress("bona fide");
@@ -705,11 +706,7 @@ fn evaluate_recordings(
                 Err(e) => return Err(at(&e.to_string())),
             }
         }
-        let w = if window.len() < 3 {
-            Window::NoFace
-        } else {
-            Window::Judged(window.measures(settings.blink_ratio))
-        };
+        let w = Window::of(&window, settings);
         by_label.entry(label.to_string()).or_default().push(w);
         progress("recordings");
     }
