@@ -11,7 +11,9 @@ use crate::digest::Sha256;
 use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
-use crate::liveness::{FrameEvidence, LivenessModels, LivenessSettings, Measures, Verdict};
+use crate::liveness::{
+    FrameEvidence, LivenessModels, LivenessSettings, Measures, PointTracker, Verdict,
+};
 use crate::quality::{Quality, QualitySettings};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -47,6 +49,8 @@ pub struct Pipeline {
     /// `[liveness]`'s thresholds (a photo is judged on the passive scores only).
     pub liveness_settings: LivenessSettings,
     crop: std::cell::RefCell<RgbImage>,
+    /// The main face's image points, followed from frame to frame (`liveness::track`).
+    tracker: std::cell::RefCell<PointTracker>,
 }
 
 impl Pipeline {
@@ -61,6 +65,7 @@ impl Pipeline {
             liveness: None,
             liveness_settings: LivenessSettings::default(),
             crop: std::cell::RefCell::new(RgbImage::new(size, size)),
+            tracker: std::cell::RefCell::default(),
         }
     }
 
@@ -178,6 +183,8 @@ impl FaceEstimator for Pipeline {
     fn faces(&self, frame: &RgbImage) -> Result<FrameFaces, ModelError> {
         let faces = self.detector.detect(frame)?;
         let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
+            // Nobody in view: the next face is followed afresh.
+            self.tracker.borrow_mut().reset();
             return Ok(FrameFaces::default());
         };
         let others = faces
@@ -188,11 +195,15 @@ impl FaceEstimator for Pipeline {
             .take(MAX_OTHER_FACES)
             .collect();
         let (estimate, quality) = self.estimate_face(frame, &faces[i])?;
+        let mut liveness = self.evidence(frame, &faces[i])?;
+        if let Some(e) = liveness.as_mut() {
+            e.follow(&mut self.tracker.borrow_mut(), frame);
+        }
         Ok(FrameFaces {
             main: Some((faces[i].bbox, estimate)),
             others,
             quality: Some(quality),
-            liveness: self.evidence(frame, &faces[i])?,
+            liveness,
         })
     }
 }

@@ -70,6 +70,32 @@ fn bench_reports_every_stage() {
     assert!((speedup - threaded["frame_speedup"].as_f64().unwrap_or(0.0)).abs() < 1e-6);
 }
 
+/// With `[liveness]` on, the liveness models and the point tracker are timed too.
+#[test]
+fn bench_times_the_liveness_stages_when_the_board_asks_for_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("bench.json");
+    let out = agegate()
+        .args(["bench", "--iterations", "2", "--warmup", "0"])
+        .args(["--board", "boards/dev-liveness.toml"])
+        .arg("--json")
+        .arg(&json)
+        .current_dir(root())
+        .output()
+        .expect("start agegate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+    for key in ["liveness_ms", "track_ms"] {
+        let v = report[key].as_f64().unwrap_or(-1.0);
+        assert!(v > 0.0 && v.is_finite(), "{key} = {}", report[key]);
+    }
+}
+
 #[test]
 fn bench_refuses_a_thread_count_out_of_range() {
     let out = agegate()

@@ -572,6 +572,7 @@ fn a_still_photo_is_referred_for_liveness_and_never_allowed() {
         live: Some(0.95),
         ear: Some(0.3),
         landmarks: None,
+        tracked: None,
     };
     let mut all = Vec::new();
     let mut decided_at = None;

@@ -13,6 +13,11 @@
 //!   six keypoints in any frame are the first frame's under one homography. A real head
 //!   that turns is not a plane (the nose tip stands out of the eye-mouth plane, the ear
 //!   tragions lie behind it): its parallax leaves a residual no homography removes.
+//!   Two point sets are judged, and either flags the window: the face mesh's landmarks
+//!   (a regressor with a face's 3-D prior: it reads a photo tilting in the hand as a head
+//!   turning, so alone it lets some moving photos through), and image points seeded at
+//!   them and then followed in the image alone ([`track`], pyramidal Lucas-Kanade), which
+//!   move as the photo's plane does.
 //! - **stillness**: keypoints that do not move at all for the whole window. Nobody holds a
 //!   head as still as a stand holds a tablet; but a person who stands very still also
 //!   shows nothing to judge, and is referred (`agegate eval --liveness` states the cost).
@@ -30,10 +35,12 @@ pub(crate) mod crop;
 #[cfg(feature = "inference")]
 mod model;
 mod planar;
+pub mod track;
 
 #[cfg(feature = "inference")]
 pub use model::{LivenessModels, MESH_SIZE};
 pub use planar::{homography_residual, Homography};
+pub use track::{PointTracker, TrackedPoints};
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +110,7 @@ pub struct RawLiveness {
     pub min_live: Option<f32>,
     pub min_window_ms: Option<u64>,
     pub max_planar_residual: Option<f32>,
+    pub max_tracked_residual: Option<f32>,
     pub min_motion: Option<f32>,
     pub blink_ratio: Option<f32>,
 }
@@ -120,6 +128,9 @@ pub struct LivenessSettings {
     /// Planarity: below this residual (inter-ocular distances) the keypoints moved as a
     /// plane does.
     pub max_planar_residual: f32,
+    /// Planarity of the image points followed without a face prior ([`track`]): below
+    /// this residual they moved as a plane does. Either planarity flags the window.
+    pub max_tracked_residual: f32,
     /// Stillness: keypoints that moved less than this (inter-ocular distances) over the
     /// window did not move.
     pub min_motion: f32,
@@ -131,7 +142,8 @@ pub struct LivenessSettings {
 impl Default for LivenessSettings {
     /// Off; the thresholds are the ones `agegate eval --liveness` was run with (README
     /// "Liveness"), chosen on a run made from UTKFace *train* photos: `max_planar_residual`
-    /// for at most 5 % of simulated moving heads referred, `min_live` and `min_real`
+    /// for at most 5 % of simulated moving heads referred, `max_tracked_residual` at their
+    /// 3rd percentile (both together refer 4.4 % of them), `min_live` and `min_real`
     /// under the 1st percentile of real photos' scores (the passive models tell little).
     fn default() -> Self {
         Self {
@@ -140,6 +152,7 @@ impl Default for LivenessSettings {
             min_live: 0.3,
             min_window_ms: 1_000,
             max_planar_residual: 0.028,
+            max_tracked_residual: 0.025,
             min_motion: 0.01,
             blink_ratio: 0.6,
         }
@@ -185,6 +198,11 @@ impl LivenessConfig {
                 "liveness.max_planar_residual",
                 raw.max_planar_residual,
                 d.max_planar_residual,
+            )?,
+            max_tracked_residual: unit(
+                "liveness.max_tracked_residual",
+                raw.max_tracked_residual,
+                d.max_tracked_residual,
             )?,
             min_motion: unit("liveness.min_motion", raw.min_motion, d.min_motion)?,
             blink_ratio: unit("liveness.blink_ratio", raw.blink_ratio, d.blink_ratio)?,
@@ -261,6 +279,21 @@ pub struct FrameEvidence {
     pub ear: Option<f32>,
     /// The [`MESH_TRACKED`] landmarks, photo pixels (face mesh).
     pub landmarks: Option<[[f32; 2]; MESH_TRACKED.len()]>,
+    /// Image points followed from the track's seed at the mesh landmarks ([`track`]).
+    pub tracked: Option<TrackedPoints>,
+}
+
+impl FrameEvidence {
+    /// Follows the face's image points into `frame` with `tracker`, seeding it at this
+    /// frame's mesh landmarks when it has no track ([`track`]).
+    pub fn follow(&mut self, tracker: &mut PointTracker, frame: &image::RgbImage) {
+        let seed = self
+            .landmarks
+            .and_then(|l| mesh_inter_ocular(&l).map(|scale| (l, scale)));
+        let (w, h) = (frame.width() as usize, frame.height() as usize);
+        self.tracked =
+            track::Gray::from_rgb(w, h, frame.as_raw()).and_then(|g| tracker.observe(g, seed));
+    }
 }
 
 /// The cue that made a window a spoof.
@@ -273,7 +306,7 @@ pub enum Cue {
     LiveModel,
     /// The keypoints did not move (and no blink).
     Still,
-    /// The keypoints moved as a plane (and no blink).
+    /// The keypoints, or the image points followed, moved as a plane (and no blink).
     Planar,
 }
 
@@ -306,6 +339,10 @@ pub struct Measures {
     pub mesh: bool,
     /// The six keypoints' planarity residual, whatever the points above (reported).
     pub planar_residual_keypoints: Option<f32>,
+    /// Motion and planarity residual of the image points followed ([`track`]) over the
+    /// window's last track, the points alive in all its frames.
+    pub motion_tracked: Option<f32>,
+    pub planar_residual_tracked: Option<f32>,
     pub blink: Option<bool>,
 }
 
@@ -364,7 +401,8 @@ impl LivenessSettings {
             antispoof: below(m.real, self.min_real),
             live_model: below(m.live, self.min_live),
             still: below(m.motion, self.min_motion),
-            planar: below(m.planar_residual, self.max_planar_residual),
+            planar: below(m.planar_residual, self.max_planar_residual)
+                || below(m.planar_residual_tracked, self.max_tracked_residual),
             blink: m.blink == Some(true),
         }
     }
@@ -461,6 +499,7 @@ impl LivenessWindow {
             keypoints
         };
         let planar_residual_keypoints = keypoints.1;
+        let (motion_tracked, planar_residual_tracked) = self.tracked_cues();
         Measures {
             frames: n,
             span_ms: last_t.saturating_sub(*first_t),
@@ -470,8 +509,53 @@ impl LivenessWindow {
             planar_residual,
             mesh,
             planar_residual_keypoints,
+            motion_tracked,
+            planar_residual_tracked,
             blink: self.blink(blink_ratio),
         }
+    }
+
+    /// Motion and planarity of the followed points: the frames of the window's last track
+    /// (at least three), the points alive in all of them (at least [`track::MIN_ALIVE`]),
+    /// in the seed's inter-ocular distances.
+    fn tracked_cues(&self) -> (Option<f32>, Option<f32>) {
+        let Some(last) = self.frames.back().and_then(|(_, e)| e.tracked) else {
+            return (None, None);
+        };
+        let mut raw = [[[0.0f32; 2]; track::TRACKED]; MAX_EVIDENCE];
+        let mut n = 0;
+        for (_, e) in self.frames.iter().rev() {
+            match e.tracked {
+                Some(t) if t.track == last.track => {
+                    raw[n] = t.points;
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        raw[..n].reverse();
+        let mut alive = [false; track::TRACKED];
+        for (j, a) in alive.iter_mut().enumerate() {
+            *a = raw[..n]
+                .iter()
+                .all(|p| p[j][0].is_finite() && p[j][1].is_finite());
+        }
+        let used = alive.iter().filter(|a| **a).count();
+        if n < 3 || used < track::MIN_ALIVE {
+            return (None, None);
+        }
+        // The alive points first, in a fixed-size set per frame.
+        let mut frames = [[[0.0f32; 2]; track::TRACKED]; MAX_EVIDENCE];
+        for (dst, src) in frames.iter_mut().zip(&raw[..n]) {
+            let mut k = 0;
+            for (p, a) in src.iter().zip(&alive) {
+                if *a {
+                    dst[k] = *p;
+                    k += 1;
+                }
+            }
+        }
+        point_cues(&frames[..n], used, last.scale)
     }
 
     /// A blink: a frame whose eye aspect ratio is below `ratio` x the window's open-eye
@@ -567,9 +651,51 @@ fn motion_cues<const N: usize>(
     (Some(motion), Some(upper_quantile(&mut residuals[1..n])))
 }
 
+/// [`motion_cues`] of the first `used` points of each frame, with a fixed scale.
+fn point_cues<const N: usize>(
+    raw: &[[[f32; 2]; N]],
+    used: usize,
+    scale: f32,
+) -> (Option<f32>, Option<f32>) {
+    let n = raw.len();
+    if n < 2 || used > N || !(scale.is_finite() && scale > 0.0) {
+        return (None, None);
+    }
+    let smoothed = |i: usize| -> [[f32; 2]; N] {
+        let (lo, hi) = (i.saturating_sub(1), (i + 1).min(n - 1));
+        let count = (hi - lo + 1) as f32;
+        std::array::from_fn(|j| {
+            let sum = (lo..=hi).fold([0.0f32; 2], |acc, k| {
+                [acc[0] + raw[k][j][0], acc[1] + raw[k][j][1]]
+            });
+            [sum[0] / count, sum[1] / count]
+        })
+    };
+    let first = smoothed(0);
+    let mut motion = 0.0f32;
+    let mut residuals = [0.0f32; MAX_EVIDENCE];
+    for (k, slot) in residuals.iter_mut().enumerate().take(n).skip(1) {
+        let points = smoothed(k);
+        let sum: f32 = first[..used]
+            .iter()
+            .zip(&points[..used])
+            .map(|(a, b)| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2))
+            .sum();
+        let d = (sum / used as f32).sqrt() / scale;
+        let Some(r) =
+            homography_residual(&first[..used], &points[..used], scale).filter(|_| d.is_finite())
+        else {
+            return (None, None);
+        };
+        motion = motion.max(d);
+        *slot = r;
+    }
+    (Some(motion), Some(upper_quantile(&mut residuals[1..n])))
+}
+
 /// The distance between the eyes' centres (mid-points of their corners) of
 /// [`MESH_TRACKED`] landmarks.
-fn mesh_inter_ocular(l: &[[f32; 2]; MESH_TRACKED.len()]) -> Option<f32> {
+pub(crate) fn mesh_inter_ocular(l: &[[f32; 2]; MESH_TRACKED.len()]) -> Option<f32> {
     let mid = |a: [f32; 2], b: [f32; 2]| [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0];
     let (r, l) = (mid(l[0], l[1]), mid(l[2], l[3]));
     let d = ((r[0] - l[0]).powi(2) + (r[1] - l[1]).powi(2)).sqrt();

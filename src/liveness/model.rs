@@ -194,6 +194,7 @@ impl LivenessModels {
             live: Some(live.clamp(0.0, 1.0)),
             ear,
             landmarks,
+            tracked: None,
         })
     }
 }

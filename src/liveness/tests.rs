@@ -55,6 +55,7 @@ fn evidence(keypoints: [[f32; 2]; 6], ear: f32) -> FrameEvidence {
         live: Some(0.9),
         ear: Some(ear),
         landmarks: None,
+        tracked: None,
     }
 }
 
@@ -217,6 +218,161 @@ fn the_window_keeps_the_latest_frames_and_forgets_on_clear() {
     assert!(w.is_empty());
 }
 
+/// Fourteen points spread in depth like the mesh landmarks (IOD 1, eye centres at
+/// x = -0.5 and 0.5: the first four are the eye corners).
+fn head14() -> [[f64; 3]; track::TRACKED] {
+    let mut p = [[0.0f64; 3]; track::TRACKED];
+    p[..4].copy_from_slice(&[
+        [-0.75, 0.0, 0.05],
+        [-0.25, 0.0, 0.0],
+        [0.25, 0.0, 0.0],
+        [0.75, 0.0, 0.05],
+    ]);
+    for (j, q) in p.iter_mut().enumerate().skip(4) {
+        let a = j as f64 * 0.9;
+        *q = [0.9 * a.cos(), 0.5 + 0.6 * a.sin(), -0.5 + 0.12 * j as f64];
+    }
+    p
+}
+
+/// Tracked points of `points` turned over the window (the six-point projection, per point).
+fn tracked_turning(points: &[[f64; 3]; track::TRACKED], k: usize, id: u32) -> TrackedPoints {
+    let mut out = [[0.0f32; 2]; track::TRACKED];
+    for (j, p) in points.iter().enumerate() {
+        let six = [*p; 6];
+        out[j] = turning(&six, k)[0];
+    }
+    TrackedPoints {
+        track: id,
+        scale: 65.0,
+        points: out,
+    }
+}
+
+fn with_tracked(t: TrackedPoints) -> FrameEvidence {
+    FrameEvidence {
+        tracked: Some(t),
+        ..evidence(turning(&HEAD, 0), 0.3)
+    }
+}
+
+#[test]
+fn followed_points_of_a_head_leave_a_residual_those_of_a_photo_do_not() {
+    let head = window(|k| with_tracked(tracked_turning(&head14(), k, 1))).measures(0.6);
+    let plane = head14().map(|p| [p[0], p[1], 0.0]);
+    let photo = window(|k| with_tracked(tracked_turning(&plane, k, 1))).measures(0.6);
+    let (h, p) = (
+        head.planar_residual_tracked.expect("head"),
+        photo.planar_residual_tracked.expect("photo"),
+    );
+    assert!(h > 0.01 && p < 1e-3, "head {h}, photo {p}");
+    assert!(photo.motion_tracked.expect("motion") > 0.05);
+    // The photo's followed points flag it even where its mesh landmarks (here: none,
+    // the six keypoints of a head) would not.
+    let s = on(LivenessMode::PassiveMotion);
+    let w = window(|k| FrameEvidence {
+        tracked: Some(tracked_turning(&plane, k, 1)),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    assert_eq!(verdict(&s, &w), Verdict::Spoof(Cue::Planar));
+    let w = window(|k| FrameEvidence {
+        tracked: Some(tracked_turning(&head14(), k, 1)),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    assert_eq!(verdict(&s, &w), Verdict::BonaFide);
+}
+
+#[test]
+fn the_tracked_cue_uses_the_last_track_and_the_points_alive_throughout() {
+    let plane = head14().map(|p| [p[0], p[1], 0.0]);
+    // The first half is another track (of a head): only the photo's frames count.
+    let w = window(|k| {
+        if k < 6 {
+            with_tracked(tracked_turning(&head14(), k, 1))
+        } else {
+            with_tracked(tracked_turning(&plane, k, 2))
+        }
+    });
+    let r = w.measures(0.6).planar_residual_tracked.expect("last track");
+    assert!(r < 1e-3, "{r}");
+    // Points lost on some frame are left out; with too few left there is no measure.
+    let lose = |lost: usize| {
+        window(move |k| {
+            let mut t = tracked_turning(&plane, k, 1);
+            if k == 7 {
+                for p in t.points.iter_mut().take(lost) {
+                    *p = [f32::NAN; 2];
+                }
+            }
+            with_tracked(t)
+        })
+        .measures(0.6)
+        .planar_residual_tracked
+    };
+    assert!(lose(3).is_some_and(|r| r < 1e-3));
+    assert_eq!(lose(track::TRACKED - track::MIN_ALIVE + 1), None);
+    // Two frames of a track are not a window.
+    let short = window(|k| with_tracked(tracked_turning(&plane, k, if k < 10 { 1 } else { 2 })));
+    assert_eq!(short.measures(0.6).planar_residual_tracked, None);
+}
+
+#[test]
+fn the_tracker_follows_a_moving_image_and_seeds_again_when_it_loses_the_points() {
+    // A texture moved 2 px right per frame: the seeded points follow it.
+    let frame = |shift: f32| {
+        let (w, h) = (160usize, 120usize);
+        let mut rgb = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = (x as f32 - shift, y as f32);
+                let g = 128.0
+                    + 50.0 * (u * 0.23).sin() * (v * 0.19).cos()
+                    + 30.0 * (u * 0.07 + v * 0.05).sin();
+                rgb.extend([g as u8; 3]);
+            }
+        }
+        track::Gray::from_rgb(w, h, &rgb).expect("gray")
+    };
+    let seed: [[f32; 2]; track::TRACKED] =
+        std::array::from_fn(|j| [40.0 + 6.0 * j as f32, 40.0 + 3.0 * (j % 5) as f32]);
+    let mut tracker = PointTracker::default();
+    let first = tracker
+        .observe(frame(0.0), Some((seed, 30.0)))
+        .expect("seeded");
+    assert_eq!(first.points, seed);
+    let mut last = first;
+    for k in 1..5 {
+        // The mesh finds the face where it moved to, to within a few pixels.
+        let landmarks = seed.map(|p| [p[0] + 2.0 * k as f32 + 1.5, p[1] - 1.0]);
+        last = tracker
+            .observe(frame(2.0 * k as f32), Some((landmarks, 30.0)))
+            .expect("followed");
+        assert_eq!(last.track, first.track, "frame {k}");
+    }
+    for (p, s) in last.points.iter().zip(&seed) {
+        assert!(
+            (p[0] - s[0] - 8.0).abs() < 0.1 && (p[1] - s[1]).abs() < 0.1,
+            "{p:?}"
+        );
+    }
+    // Landmarks far from the followed points (another face): seeded again.
+    let elsewhere = seed.map(|p| [p[0] + 20.0, p[1]]);
+    let moved = tracker
+        .observe(frame(10.0), Some((elsewhere, 30.0)))
+        .expect("seeded elsewhere");
+    assert_ne!(moved.track, first.track);
+    assert_eq!(moved.points, elsewhere);
+    // A blank frame loses every point: the tracker seeds again, a new track.
+    let blank = track::Gray::from_rgb(160, 120, &vec![90u8; 160 * 120 * 3]).expect("gray");
+    let again = tracker
+        .observe(blank, Some((seed, 30.0)))
+        .expect("seeded again");
+    assert_ne!(again.track, first.track);
+    // No track and no seed: nothing.
+    tracker.reset();
+    assert_eq!(tracker.observe(frame(0.0), None), None);
+}
+
 fn raw(mode: &str) -> RawLiveness {
     toml::from_str(&format!("mode = \"{mode}\"")).expect("raw")
 }
@@ -254,6 +410,10 @@ fn thresholds_are_validated_by_key() {
         ("liveness.min_live", "min_live = -0.1"),
         ("liveness.min_window_ms", "min_window_ms = 20"),
         ("liveness.max_planar_residual", "max_planar_residual = nan"),
+        (
+            "liveness.max_tracked_residual",
+            "max_tracked_residual = 1.5",
+        ),
         ("liveness.blink_ratio", "blink_ratio = 2"),
         ("liveness.antispoof_sha256", "antispoof_sha256 = \"abc\""),
     ] {

@@ -74,6 +74,9 @@ pub struct BenchReport {
     /// The liveness models on the face (crop, anti-spoof, liveness, and the face mesh in
     /// `passive+motion`); `None` when the board's `[liveness]` is off.
     pub liveness_ms: Option<f64>,
+    /// Following the face's image points into the next frame (grey image, pyramid, 14
+    /// points there and back: `liveness::track`); `None` without the face mesh.
+    pub track_ms: Option<f64>,
     /// detect + align + estimate (+ liveness), as the frame loop runs them.
     pub frame_ms: f64,
     pub estimate_ms_f32: Option<f64>,
@@ -283,6 +286,24 @@ pub fn run(
             models.evidence(&frame, &face).map(|_| ())
         })?),
     };
+    let track_ms = match &pipeline.liveness {
+        None => None,
+        Some(models) => {
+            let evidence = models.evidence(&frame, &face)?;
+            let mut tracker = crate::liveness::PointTracker::default();
+            let mut seeded = evidence;
+            seeded.follow(&mut tracker, &frame);
+            match seeded.tracked {
+                None => None,
+                // Each run follows the points from the previous run's frame (the same one).
+                Some(_) => Some(time_median::<ModelError>(w, i, || {
+                    let mut e = evidence;
+                    e.follow(&mut tracker, &frame);
+                    Ok(())
+                })?),
+            }
+        }
+    };
 
     let time_model = |path: &Path| -> Result<f64, BenchError> {
         let model = AgeModel::load(path)?;
@@ -327,6 +348,7 @@ pub fn run(
         align_ms,
         estimate_ms,
         liveness_ms,
+        track_ms,
         frame_ms,
         int8_over_f32: estimate_ms_int8.zip(estimate_ms_f32).map(|(q, f)| q / f),
         estimate_ms_f32,

@@ -29,7 +29,8 @@ use crate::capture::FrameSource;
 use crate::detect::main_face;
 use crate::engine::ModelError;
 use crate::liveness::{
-    CueFlags, FrameEvidence, LivenessSettings, LivenessWindow, Measures, Verdict, MESH_TRACKED,
+    CueFlags, FrameEvidence, LivenessSettings, LivenessWindow, Measures, PointTracker,
+    TrackedPoints, Verdict, MESH_TRACKED,
 };
 use crate::photo::load_rgb_within;
 use crate::pipeline::Pipeline;
@@ -81,6 +82,8 @@ pub struct TrackReport {
     pub jitter_iod: [f64; 6],
     /// The same for the face mesh's tracked landmarks (`liveness::MESH_TRACKED` order).
     pub mesh_jitter_iod: Vec<f64>,
+    /// The followed image points' error per frame step, the same photos and views.
+    pub tracked_jitter_iod: Vec<f64>,
     /// The mesh's 3-D template of those landmarks, measured on the photos.
     pub mesh_template: Vec<[f64; 3]>,
     pub jitter_photos: usize,
@@ -127,12 +130,13 @@ pub fn write_windows_csv(
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         out,
-        "group,frames,span_ms,real,live,motion,planar_residual,mesh,planar_residual_keypoints,blink,verdict"
+        "group,frames,span_ms,real,live,motion,planar_residual,mesh,planar_residual_keypoints,\
+         motion_tracked,planar_residual_tracked,blink,verdict"
     )?;
     let f = |v: Option<f32>| v.map_or(String::new(), |v| format!("{v:.5}"));
     for (group, m) in &report.windows {
         match m {
-            None => writeln!(out, "{group},0,0,,,,,,,,no_face")?,
+            None => writeln!(out, "{group},0,0,,,,,,,,,,no_face")?,
             Some(m) => {
                 let verdict = match settings.judge(m) {
                     Verdict::Spoof(cue) => cue.name(),
@@ -142,7 +146,7 @@ pub fn write_windows_csv(
                 };
                 writeln!(
                     out,
-                    "{group},{},{},{},{},{},{},{},{},{},{verdict}",
+                    "{group},{},{},{},{},{},{},{},{},{},{},{},{verdict}",
                     m.frames,
                     m.span_ms,
                     f(m.real),
@@ -151,6 +155,8 @@ pub fn write_windows_csv(
                     f(m.planar_residual),
                     m.mesh,
                     f(m.planar_residual_keypoints),
+                    f(m.motion_tracked),
+                    f(m.planar_residual_tracked),
                     m.blink.map_or(String::new(), |b| b.to_string()),
                 )?;
             }
@@ -233,6 +239,24 @@ fn rates(windows: &[Window], settings: &LivenessSettings, attack: bool) -> Rates
         if any_motion {
             out.flagged.insert("still", share(&|c| c.still));
             out.flagged.insert("planar", share(&|c| c.planar));
+            // The two planarity cues apart: the mesh landmarks' (or keypoints') and the
+            // followed image points'.
+            let below = |v: Option<f32>, t: f32| v.is_some_and(|v| v.is_nan() || v < t);
+            let apart = |f: &dyn Fn(&Measures) -> bool| {
+                judged.iter().filter(|m| f(m)).count() as f64 / judged.len() as f64
+            };
+            out.flagged.insert(
+                "planar_landmarks",
+                apart(&|m| below(m.planar_residual, settings.max_planar_residual)),
+            );
+            out.flagged.insert(
+                "planar_tracked",
+                apart(&|m| below(m.planar_residual_tracked, settings.max_tracked_residual)),
+            );
+            out.flagged.insert(
+                "tracked_missing",
+                apart(&|m| m.planar_residual_tracked.is_none()),
+            );
         }
         if any_blink {
             out.flagged.insert("blink_seen", share(&|c| c.blink));
@@ -255,6 +279,8 @@ fn rates(windows: &[Window], settings: &LivenessSettings, attack: bool) -> Rates
         median("planar_residual_keypoints", &|m| {
             m.planar_residual_keypoints
         });
+        median("motion_tracked", &|m| m.motion_tracked);
+        median("planar_residual_tracked", &|m| m.planar_residual_tracked);
     }
     out
 }
@@ -283,9 +309,11 @@ fn run_window(
     mut frames: impl FnMut(usize) -> Option<(u64, RgbImage)>,
 ) -> Result<Window, ModelError> {
     let mut window = LivenessWindow::new();
+    let mut tracker = PointTracker::default();
     let mut k = 0;
     while let Some((t_ms, frame)) = frames(k) {
-        if let Some(e) = frame_evidence(pipeline, &frame)? {
+        if let Some(mut e) = frame_evidence(pipeline, &frame)? {
+            e.follow(&mut tracker, &frame);
             window.observe(t_ms, e);
         }
         k += 1;
@@ -422,6 +450,9 @@ pub fn evaluate(
 struct PhotoStats {
     keypoint_jitter: [f64; 6],
     mesh_jitter: [f64; MESH_TRACKED.len()],
+    /// The followed points' error per frame-to-frame step ([`crate::liveness::track`]),
+    /// seeded at the first view's mesh landmarks and followed into each other view.
+    tracked_jitter: [f64; MESH_TRACKED.len()],
     mesh_template: [[f64; 3]; MESH_TRACKED.len()],
     photos: usize,
 }
@@ -433,12 +464,18 @@ fn photo_stats(pipeline: &Pipeline, photos: &[(&Entry, RgbImage)]) -> Result<Pho
     let mut kp_sum = [0.0f64; 6];
     let mut mesh_sum = [0.0f64; MESH_TRACKED.len()];
     let (mut kp_count, mut mesh_count) = (0usize, 0usize);
+    let mut tracked_sum = [0.0f64; MESH_TRACKED.len()];
+    let mut tracked_count = [0usize; MESH_TRACKED.len()];
+    let params = crate::liveness::track::TrackParams::default();
     let mut shapes: Vec<[[f64; 3]; MESH_TRACKED.len()]> = Vec::new();
     for (entry, photo) in photos {
         let mut rng = Rng::new(seed_of(&entry.rel_path) ^ 0x1177E4);
         let mut kp_views: Vec<Vec<[f64; 2]>> = Vec::new();
         let mut mesh_views: Vec<Vec<[f64; 2]>> = Vec::new();
         let mut iod = 0.0;
+        // The first view's pyramid, its seed points and shift.
+        let mut seeded: Option<(crate::liveness::track::Pyramid, Vec<[f32; 2]>, [f64; 2])> = None;
+        let mut tracked_errors: Vec<(usize, f64)> = Vec::new();
         for view_index in 0..8 {
             let (dx, dy) = (uniform(&mut rng, -0.5, 0.5), uniform(&mut rng, -0.5, 0.5));
             let map = Affine::scale_translate(1.0, dx as f32, dy as f32);
@@ -460,10 +497,33 @@ fn photo_stats(pipeline: &Pipeline, photos: &[(&Entry, RgbImage)]) -> Result<Pho
             let unshift = |p: [f32; 2]| [f64::from(p[0]) + dx, f64::from(p[1]) + dy];
             iod = crate::liveness::inter_ocular(&face.keypoints).map_or(iod, f64::from);
             kp_views.push(face.keypoints.iter().map(|p| unshift(*p)).collect());
+            let gray = crate::liveness::track::Gray::from_rgb(
+                view.width() as usize,
+                view.height() as usize,
+                view.as_raw(),
+            )
+            .map(|g| crate::liveness::track::Pyramid::new(g, params.levels));
             if let Some(points) = models.mesh_points(&view, face).map_err(fail)? {
                 mesh_views.push(points.iter().map(|p| unshift([p[0], p[1]])).collect());
                 if view_index == 0 {
                     shapes.extend(normalised_shape(&points));
+                    seeded = gray
+                        .clone()
+                        .map(|g| (g, points.iter().map(|p| [p[0], p[1]]).collect(), [dx, dy]));
+                }
+            }
+            // A point q of the first view shows the photo at q + shift0: in this view it is
+            // at q + shift0 - shift.
+            if let (Some((first, seeds, s0)), Some(gray), true) = (&seeded, &gray, view_index > 0) {
+                for (j, q) in seeds.iter().enumerate() {
+                    if let Some(found) =
+                        crate::liveness::track::track_point(first, gray, *q, &params)
+                    {
+                        let expected = [f64::from(q[0]) + s0[0] - dx, f64::from(q[1]) + s0[1] - dy];
+                        let e2 = (f64::from(found[0]) - expected[0]).powi(2)
+                            + (f64::from(found[1]) - expected[1]).powi(2);
+                        tracked_errors.push((j, e2 / 2.0));
+                    }
                 }
             }
         }
@@ -487,6 +547,10 @@ fn photo_stats(pipeline: &Pipeline, photos: &[(&Entry, RgbImage)]) -> Result<Pho
             *count += 1;
         };
         pool(&kp_views, &mut kp_sum, &mut kp_count);
+        for (j, e2) in tracked_errors {
+            tracked_sum[j] += e2 / (iod * iod);
+            tracked_count[j] += 1;
+        }
         pool(&mesh_views, &mut mesh_sum, &mut mesh_count);
     }
     if shapes.is_empty() {
@@ -504,6 +568,7 @@ fn photo_stats(pipeline: &Pipeline, photos: &[(&Entry, RgbImage)]) -> Result<Pho
     Ok(PhotoStats {
         keypoint_jitter: kp_sum.map(|s| root(s, kp_count)),
         mesh_jitter: mesh_sum.map(|s| root(s, mesh_count)),
+        tracked_jitter: std::array::from_fn(|j| root(tracked_sum[j], tracked_count[j])),
         mesh_template,
         photos: kp_count,
     })
@@ -595,6 +660,9 @@ fn simulate_tracks(
             };
             let motion = Motion::random(&mut rng, base, rot, shift);
             let mut window = LivenessWindow::new();
+            // Followed points drift: each step adds its own error (a random walk).
+            let mut drift = [[0.0f64; 2]; MESH_TRACKED.len()];
+            let mut seed_scale = None;
             for k in 0..options.frames {
                 let t = k as f64 / options.fps;
                 let pose = motion.at(t);
@@ -615,6 +683,23 @@ fn simulate_tracks(
                     landmarks[j] = seen(p, stats.mesh_jitter[j], &mut rng);
                 }
                 evidence.landmarks = Some(landmarks);
+                let mut followed = [[0.0f32; 2]; MESH_TRACKED.len()];
+                for (j, p) in mesh.iter().enumerate() {
+                    let q = pose.project(p.map(|v| v * scale)).unwrap_or([f64::NAN; 2]);
+                    if k > 0 {
+                        let step = stats.tracked_jitter[j] * iod_px;
+                        drift[j][0] += step * normal(&mut rng);
+                        drift[j][1] += step * normal(&mut rng);
+                    }
+                    followed[j] = [(q[0] + drift[j][0]) as f32, (q[1] + drift[j][1]) as f32];
+                }
+                let scale_px = *seed_scale
+                    .get_or_insert_with(|| crate::liveness::mesh_inter_ocular(&followed));
+                evidence.tracked = scale_px.map(|scale| TrackedPoints {
+                    track: 1,
+                    scale,
+                    points: followed,
+                });
                 window.observe((t * 1000.0).round() as u64, evidence);
             }
             windows.push(Window::Judged(window.measures(settings.blink_ratio)));
@@ -630,6 +715,7 @@ fn simulate_tracks(
     let report = TrackReport {
         jitter_iod: stats.keypoint_jitter,
         mesh_jitter_iod: stats.mesh_jitter.to_vec(),
+        tracked_jitter_iod: stats.tracked_jitter.to_vec(),
         mesh_template: stats.mesh_template.to_vec(),
         jitter_photos: stats.photos,
         head: rates(&head_windows, settings, false),
@@ -692,12 +778,16 @@ fn evaluate_recordings(
         };
         let mut frame = RgbImage::new(1, 1);
         let mut window = LivenessWindow::new();
+        let mut tracker = PointTracker::default();
         loop {
             match source.next_frame(&mut frame) {
                 Ok(None) => break,
                 Ok(Some(meta)) => {
                     let t = meta.timestamp_ms.unwrap_or(0);
-                    if let Some(e) = frame_evidence(pipeline, &frame).map_err(|e| e.to_string())? {
+                    if let Some(mut e) =
+                        frame_evidence(pipeline, &frame).map_err(|e| e.to_string())?
+                    {
+                        e.follow(&mut tracker, &frame);
                         window.observe(t, e);
                     }
                 }
