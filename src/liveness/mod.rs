@@ -611,19 +611,7 @@ fn motion_cues<const N: usize>(
         raw[n] = points;
         n += 1;
     }
-    // Each frame's points averaged with its neighbours': a head's parallax changes
-    // smoothly over frames, the detector's jitter does not, so this lowers the jitter
-    // (a screen's moire makes the mesh jumpy) more than the parallax.
-    let smoothed = |i: usize| -> [[f32; 2]; N] {
-        let (lo, hi) = (i.saturating_sub(1), (i + 1).min(n - 1));
-        let count = (hi - lo + 1) as f32;
-        std::array::from_fn(|j| {
-            let sum = (lo..=hi).fold([0.0f32; 2], |acc, k| {
-                [acc[0] + raw[k][j][0], acc[1] + raw[k][j][1]]
-            });
-            [sum[0] / count, sum[1] / count]
-        })
-    };
+    let smoothed = |i: usize| smoothed(&raw[..n], i);
     if n < 2 {
         return (None, None);
     }
@@ -651,6 +639,21 @@ fn motion_cues<const N: usize>(
     (Some(motion), Some(upper_quantile(&mut residuals[1..n])))
 }
 
+/// Frame `i`'s points averaged with its neighbours': a head's parallax changes smoothly
+/// over frames, the detector's jitter does not, so this lowers the jitter (a screen's
+/// moire makes the mesh jumpy) more than the parallax. `raw` is not empty.
+fn smoothed<const N: usize>(raw: &[[[f32; 2]; N]], i: usize) -> [[f32; 2]; N] {
+    let n = raw.len();
+    let (lo, hi) = (i.saturating_sub(1), (i + 1).min(n - 1));
+    let count = (hi - lo + 1) as f32;
+    std::array::from_fn(|j| {
+        let sum = (lo..=hi).fold([0.0f32; 2], |acc, k| {
+            [acc[0] + raw[k][j][0], acc[1] + raw[k][j][1]]
+        });
+        [sum[0] / count, sum[1] / count]
+    })
+}
+
 /// [`motion_cues`] of the first `used` points of each frame, with a fixed scale.
 fn point_cues<const N: usize>(
     raw: &[[[f32; 2]; N]],
@@ -661,16 +664,7 @@ fn point_cues<const N: usize>(
     if n < 2 || used > N || !(scale.is_finite() && scale > 0.0) {
         return (None, None);
     }
-    let smoothed = |i: usize| -> [[f32; 2]; N] {
-        let (lo, hi) = (i.saturating_sub(1), (i + 1).min(n - 1));
-        let count = (hi - lo + 1) as f32;
-        std::array::from_fn(|j| {
-            let sum = (lo..=hi).fold([0.0f32; 2], |acc, k| {
-                [acc[0] + raw[k][j][0], acc[1] + raw[k][j][1]]
-            });
-            [sum[0] / count, sum[1] / count]
-        })
-    };
+    let smoothed = |i: usize| smoothed(raw, i);
     let first = smoothed(0);
     let mut motion = 0.0f32;
     let mut residuals = [0.0f32; MAX_EVIDENCE];
