@@ -227,6 +227,18 @@ fn age_student_int8_qlinear_matches_tract() {
     // layers); model v2 0.12 on age and steps, 0.005 on sigma, 0.003 on p_over.
     // (On random pixels, far outside the calibration images, activations saturate their
     // calibrated ranges and the engines differed by up to 3 years.)
+    //
+    // Except on x86_64 without VNNI (AVX2 only, e.g. AMD EPYC before Zen 4): there
+    // onnxruntime's u8 x s8 kernel multiplies byte pairs with `vpmaddubsw`, which saturates
+    // their sum at 16 bits, so large activations times large weights are clipped (its
+    // quantization docs: quantize with `reduce_range` or U8U8 for such CPUs). Measured on
+    // one (onnxruntime 1.31.1, the three crops): 3.35 years on age and steps, 0.18 on sigma,
+    // 0.093 on p_over. The bound there is wider and still fails a broken graph or input
+    // layout (tens of years); README says not to run this form on onnxruntime on such CPUs.
+    let saturating = ort_u8s8_saturates();
+    eprintln!("age_student_int8_qlinear_matches_tract: u8 x s8 kernel saturates: {saturating}");
+    let years = if saturating { 4.5 } else { 2.0 };
+    let probability = if saturating { 0.15 } else { 0.05 };
     compare(
         "age_student_int8_qlinear_matches_tract",
         &model,
@@ -238,15 +250,29 @@ fn age_student_int8_qlinear_matches_tract() {
                 rtol: 0.0,
             },
             "p_over" => Tolerance {
-                atol: 0.05,
+                atol: probability,
                 rtol: 0.0,
             },
             _ => Tolerance {
-                atol: 2.0,
+                atol: years,
                 rtol: 0.0,
             },
         },
     );
+}
+
+/// Whether onnxruntime's integer GEMM on this CPU is the 16-bit saturating x86 one: x86_64
+/// without AVX512-VNNI or AVX-VNNI.
+fn ort_u8s8_saturates() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !(std::arch::is_x86_feature_detected!("avx512vnni")
+            || std::arch::is_x86_feature_detected!("avxvnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// A board with `[runtime] engine = "onnxruntime"` runs the whole pipeline on onnxruntime:
