@@ -39,7 +39,7 @@ pub mod track;
 
 #[cfg(feature = "inference")]
 pub use model::{LivenessModels, MESH_SIZE};
-pub use planar::{homography_residual, Homography};
+pub use planar::{homography_residual, trimmed_homography_residual, Homography};
 pub use track::{PointTracker, TrackedPoints};
 
 use std::path::{Path, PathBuf};
@@ -62,6 +62,10 @@ pub const MESH_TRACKED: [usize; 14] = [
 
 /// Most frames of evidence a window keeps (two seconds at 30 fps).
 pub const MAX_EVIDENCE: usize = 64;
+
+/// Fewest frames of one track for the followed points' cues: over three frames a photo's
+/// smoothed points barely move and any residual is the tracker's own jitter.
+pub const MIN_TRACKED_FRAMES: usize = 4;
 
 /// `[liveness] mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -143,7 +147,7 @@ impl Default for LivenessSettings {
     /// Off; the thresholds are the ones `agegate eval --liveness` was run with (README
     /// "Liveness"), chosen on a run made from UTKFace *train* photos: `max_planar_residual`
     /// for at most 5 % of simulated moving heads referred, `max_tracked_residual` at their
-    /// 3rd percentile (both together refer 4.4 % of them), `min_live` and `min_real`
+    /// 3rd percentile (both together refer 4.6 % of them), `min_live` and `min_real`
     /// under the 1st percentile of real photos' scores (the passive models tell little).
     fn default() -> Self {
         Self {
@@ -152,7 +156,7 @@ impl Default for LivenessSettings {
             min_live: 0.3,
             min_window_ms: 1_000,
             max_planar_residual: 0.028,
-            max_tracked_residual: 0.025,
+            max_tracked_residual: 0.020,
             min_motion: 0.01,
             blink_ratio: 0.6,
         }
@@ -340,7 +344,7 @@ pub struct Measures {
     /// The six keypoints' planarity residual, whatever the points above (reported).
     pub planar_residual_keypoints: Option<f32>,
     /// Motion and planarity residual of the image points followed ([`track`]) over the
-    /// window's last track, the points alive in all its frames.
+    /// window's longest track, the points alive in all its frames.
     pub motion_tracked: Option<f32>,
     pub planar_residual_tracked: Option<f32>,
     pub blink: Option<bool>,
@@ -515,25 +519,47 @@ impl LivenessWindow {
         }
     }
 
-    /// Motion and planarity of the followed points: the frames of the window's last track
-    /// (at least three), the points alive in all of them (at least [`track::MIN_ALIVE`]),
-    /// in the seed's inter-ocular distances.
+    /// Motion and planarity of the followed points: the frames of the window's longest
+    /// track (at least [`MIN_TRACKED_FRAMES`]), the points alive in all of them (at least
+    /// [`track::MIN_ALIVE`]), in the seed's inter-ocular distances.
     fn tracked_cues(&self) -> (Option<f32>, Option<f32>) {
-        let Some(last) = self.frames.back().and_then(|(_, e)| e.tracked) else {
-            return (None, None);
-        };
-        let mut raw = [[[0.0f32; 2]; track::TRACKED]; MAX_EVIDENCE];
-        let mut n = 0;
-        for (_, e) in self.frames.iter().rev() {
+        // The longest run of frames of one track (the latest of equal runs): a re-seed
+        // late in the window leaves a last track too short to show a plane, while the
+        // track before it followed the same face for most of the window.
+        let (mut best, mut best_len) = (0usize, 0usize);
+        let (mut start, mut len) = (0usize, 0usize);
+        let mut current: Option<u32> = None;
+        for (i, (_, e)) in self.frames.iter().enumerate() {
             match e.tracked {
-                Some(t) if t.track == last.track => {
-                    raw[n] = t.points;
-                    n += 1;
+                Some(t) if current == Some(t.track) => len += 1,
+                Some(t) => {
+                    current = Some(t.track);
+                    (start, len) = (i, 1);
                 }
-                _ => break,
+                None => {
+                    current = None;
+                    len = 0;
+                }
+            }
+            if len > 0 && len >= best_len {
+                (best, best_len) = (start, len);
             }
         }
-        raw[..n].reverse();
+        if best_len < MIN_TRACKED_FRAMES {
+            return (None, None);
+        }
+        let mut raw = [[[0.0f32; 2]; track::TRACKED]; MAX_EVIDENCE];
+        let mut scale = 0.0;
+        for (dst, (_, e)) in raw
+            .iter_mut()
+            .zip(self.frames.iter().skip(best).take(best_len))
+        {
+            if let Some(t) = e.tracked {
+                *dst = t.points;
+                scale = t.scale;
+            }
+        }
+        let n = best_len;
         let mut alive = [false; track::TRACKED];
         for (j, a) in alive.iter_mut().enumerate() {
             *a = raw[..n]
@@ -541,7 +567,7 @@ impl LivenessWindow {
                 .all(|p| p[j][0].is_finite() && p[j][1].is_finite());
         }
         let used = alive.iter().filter(|a| **a).count();
-        if n < 3 || used < track::MIN_ALIVE {
+        if used < track::MIN_ALIVE {
             return (None, None);
         }
         // The alive points first, in a fixed-size set per frame.
@@ -555,7 +581,7 @@ impl LivenessWindow {
                 }
             }
         }
-        point_cues(&frames[..n], used, last.scale)
+        point_cues(&frames[..n], used, scale)
     }
 
     /// A blink: a frame whose eye aspect ratio is below `ratio` x the window's open-eye
@@ -654,7 +680,9 @@ fn smoothed<const N: usize>(raw: &[[[f32; 2]; N]], i: usize) -> [[f32; 2]; N] {
     })
 }
 
-/// [`motion_cues`] of the first `used` points of each frame, with a fixed scale.
+/// [`motion_cues`] of the first `used` points of each frame, with a fixed scale, and each
+/// frame's residual without its worst point: one followed point can slip onto a moire
+/// fringe or a glare edge of a photo, and what the plane leaves for the others is the cue.
 fn point_cues<const N: usize>(
     raw: &[[[f32; 2]; N]],
     used: usize,
@@ -676,8 +704,8 @@ fn point_cues<const N: usize>(
             .map(|(a, b)| (a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2))
             .sum();
         let d = (sum / used as f32).sqrt() / scale;
-        let Some(r) =
-            homography_residual(&first[..used], &points[..used], scale).filter(|_| d.is_finite())
+        let Some(r) = trimmed_homography_residual(&first[..used], &points[..used], scale)
+            .filter(|_| d.is_finite())
         else {
             return (None, None);
         };

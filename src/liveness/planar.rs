@@ -79,6 +79,42 @@ pub fn homography_residual(reference: &[[f32; 2]], points: &[[f32; 2]], scale: f
     r.is_finite().then_some(r)
 }
 
+/// [`homography_residual`] of the points left when the one worst fitted is dropped and the
+/// homography fitted again: one point off the plane (a tracker slipped onto a fringe)
+/// makes a photo look like a head, a head's parallax is in most points. `None` with fewer
+/// than six points (five left over-determine a homography by one point only).
+pub fn trimmed_homography_residual(
+    reference: &[[f32; 2]],
+    points: &[[f32; 2]],
+    scale: f32,
+) -> Option<f32> {
+    /// Most points trimmed at once (the fixed buffers' size).
+    const MAX_POINTS: usize = 32;
+    let n = points.len();
+    if n < 6 || n > MAX_POINTS || reference.len() != n {
+        return None;
+    }
+    let h = Homography::fit(reference, points)?;
+    let mut worst = (0usize, -1.0f64);
+    for (i, (p, q)) in reference.iter().zip(points).enumerate() {
+        let m = h.apply([f64::from(p[0]), f64::from(p[1])])?;
+        let e = (m[0] - f64::from(q[0])).powi(2) + (m[1] - f64::from(q[1])).powi(2);
+        if e > worst.1 {
+            worst = (i, e);
+        }
+    }
+    let mut from = [[0.0f32; 2]; MAX_POINTS];
+    let mut to = [[0.0f32; 2]; MAX_POINTS];
+    let mut k = 0;
+    for (i, (p, q)) in reference.iter().zip(points).enumerate() {
+        if i != worst.0 {
+            (from[k], to[k]) = (*p, *q);
+            k += 1;
+        }
+    }
+    homography_residual(&from[..k], &to[..k], scale)
+}
+
 /// Hartley's normalisation of `points` as a similarity matrix; `None` when the points
 /// are not spread (or not finite).
 fn normaliser(points: &[[f32; 2]]) -> Option<[[f64; 3]; 3]> {

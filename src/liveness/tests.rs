@@ -283,18 +283,35 @@ fn followed_points_of_a_head_leave_a_residual_those_of_a_photo_do_not() {
 }
 
 #[test]
-fn the_tracked_cue_uses_the_last_track_and_the_points_alive_throughout() {
+fn the_tracked_cue_uses_the_longest_track_and_the_points_alive_throughout() {
     let plane = head14().map(|p| [p[0], p[1], 0.0]);
-    // The first half is another track (of a head): only the photo's frames count.
+    // A photo's track for 8 frames, then a late re-seed on a head's for 4: the longer
+    // track counts, wherever it is in the window.
     let w = window(|k| {
-        if k < 6 {
-            with_tracked(tracked_turning(&head14(), k, 1))
+        if k < 8 {
+            with_tracked(tracked_turning(&plane, k, 1))
         } else {
-            with_tracked(tracked_turning(&plane, k, 2))
+            with_tracked(tracked_turning(&head14(), k, 2))
         }
     });
-    let r = w.measures(0.6).planar_residual_tracked.expect("last track");
+    let r = w
+        .measures(0.6)
+        .planar_residual_tracked
+        .expect("longest track");
     assert!(r < 1e-3, "{r}");
+    // Of equal runs, the latest: here the head's.
+    let w = window(|k| {
+        if k < 6 {
+            with_tracked(tracked_turning(&plane, k, 1))
+        } else {
+            with_tracked(tracked_turning(&head14(), k, 2))
+        }
+    });
+    let r = w
+        .measures(0.6)
+        .planar_residual_tracked
+        .expect("latest of equal tracks");
+    assert!(r > 0.01, "{r}");
     // Points lost on some frame are left out; with too few left there is no measure.
     let lose = |lost: usize| {
         window(move |k| {
@@ -311,9 +328,55 @@ fn the_tracked_cue_uses_the_last_track_and_the_points_alive_throughout() {
     };
     assert!(lose(3).is_some_and(|r| r < 1e-3));
     assert_eq!(lose(track::TRACKED - track::MIN_ALIVE + 1), None);
-    // Two frames of a track are not a window.
-    let short = window(|k| with_tracked(tracked_turning(&plane, k, if k < 10 { 1 } else { 2 })));
+    // Tracks shorter than MIN_TRACKED_FRAMES are not a window.
+    let short = window(|k| with_tracked(tracked_turning(&plane, k, (k / 3) as u32)));
     assert_eq!(short.measures(0.6).planar_residual_tracked, None);
+    let long = window(|k| with_tracked(tracked_turning(&plane, k, (k / 4) as u32)));
+    assert!(long.measures(0.6).planar_residual_tracked.is_some());
+}
+
+#[test]
+fn the_trimmed_residual_leaves_out_one_point_off_the_plane() {
+    let reference: Vec<[f32; 2]> = (0..10)
+        .map(|i| {
+            [
+                (i % 4) as f32 * 20.0,
+                (i / 4) as f32 * 25.0 + (i % 3) as f32,
+            ]
+        })
+        .collect();
+    // A tilt and a shift: a homography the points follow exactly.
+    let moved: Vec<[f32; 2]> = reference
+        .iter()
+        .map(|p| {
+            let w = 1.0 + 0.002 * p[0];
+            [
+                (p[0] * 1.05 + 3.0) / w,
+                (p[1] * 0.97 - 2.0 + 0.03 * p[0]) / w,
+            ]
+        })
+        .collect();
+    let mut slipped = moved.clone();
+    slipped[4][0] += 6.0;
+    let scale = 40.0;
+    let plain = homography_residual(&reference, &slipped, scale).expect("fits");
+    let trimmed = trimmed_homography_residual(&reference, &slipped, scale).expect("fits");
+    assert!(plain > 0.02, "{plain}");
+    assert!(trimmed < 1e-3, "{trimmed}");
+    // Two points off the plane: one is still there after the trim.
+    let mut two = slipped.clone();
+    two[8][1] -= 6.0;
+    let r = trimmed_homography_residual(&reference, &two, scale).expect("fits");
+    assert!(r > 0.01, "{r}");
+    // Too few points to trim, and mismatched sets.
+    assert_eq!(
+        trimmed_homography_residual(&reference[..5], &moved[..5], scale),
+        None
+    );
+    assert_eq!(
+        trimmed_homography_residual(&reference, &moved[..9], scale),
+        None
+    );
 }
 
 #[test]
