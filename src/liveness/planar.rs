@@ -91,7 +91,7 @@ pub fn trimmed_homography_residual(
     /// Most points trimmed at once (the fixed buffers' size).
     const MAX_POINTS: usize = 32;
     let n = points.len();
-    if n < 6 || n > MAX_POINTS || reference.len() != n {
+    if !(6..=MAX_POINTS).contains(&n) || reference.len() != n {
         return None;
     }
     let h = Homography::fit(reference, points)?;
