@@ -158,6 +158,29 @@ struct Watcher {
 impl Watcher {
     fn start(port: u16) -> Self {
         let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        // Subscribed once a message of its own comes back. A `mosquitto_sub` whose connect
+        // was refused exits (seen once on a loaded machine, right after the broker's port
+        // answered): start another rather than wait on a watcher that is gone.
+        let mut probe = Command::new("mosquitto_pub");
+        probe
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+            .args(["-t", "agegate/probe/ready", "-m", "{}"]);
+        let mut child = Self::subscribe(port, &seen);
+        wait_until("the watcher to subscribe", Duration::from_secs(20), || {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                child = Self::subscribe(port, &seen);
+            }
+            let _ = probe.status();
+            seen.lock()
+                .expect("lock")
+                .iter()
+                .any(|(t, _)| t == "agegate/probe/ready")
+        });
+        Self { child, seen }
+    }
+
+    /// `mosquitto_sub` on `agegate/#`, its messages pushed into `seen`.
+    fn subscribe(port: u16, seen: &Arc<Mutex<Vec<(String, Value)>>>) -> Child {
         let mut child = Command::new("mosquitto_sub")
             .args([
                 "-h",
@@ -174,7 +197,7 @@ impl Watcher {
             .spawn()
             .expect("start mosquitto_sub");
         let stdout = child.stdout.take().expect("stdout");
-        let into = Arc::clone(&seen);
+        let into = Arc::clone(seen);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((topic, payload)) = line.split_once(' ') {
@@ -183,19 +206,7 @@ impl Watcher {
                 }
             }
         });
-        // Subscribed once a message of its own comes back.
-        let mut probe = Command::new("mosquitto_pub");
-        probe
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-            .args(["-t", "agegate/probe/ready", "-m", "{}"]);
-        wait_until("the watcher to subscribe", Duration::from_secs(10), || {
-            let _ = probe.status();
-            seen.lock()
-                .expect("lock")
-                .iter()
-                .any(|(t, _)| t == "agegate/probe/ready")
-        });
-        Self { child, seen }
+        child
     }
 
     fn on(&self, leaf: &str) -> Vec<Value> {
