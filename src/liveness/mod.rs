@@ -17,7 +17,10 @@
 //!   (a regressor with a face's 3-D prior: it reads a photo tilting in the hand as a head
 //!   turning, so alone it lets some moving photos through), and image points seeded at
 //!   them and then followed in the image alone ([`track`], pyramidal Lucas-Kanade), which
-//!   move as the photo's plane does.
+//!   move as the photo's plane does. A moving window whose image points could not be
+//!   followed at all (no track of [`MIN_TRACKED_FRAMES`] frames) is flagged as planar
+//!   too: what the tracker cannot hold is no evidence of life, and a screen's moire is
+//!   what makes it lose its points.
 //! - **stillness**: keypoints that do not move at all for the whole window. Nobody holds a
 //!   head as still as a stand holds a tablet; but a person who stands very still also
 //!   shows nothing to judge, and is referred (`agegate eval --liveness` states the cost).
@@ -26,7 +29,8 @@
 //!   scores).
 //!
 //! The window's verdict in `passive+motion`: spoof when a passive score is below its
-//! threshold, or when no blink was seen and the keypoints were still or moved as a plane.
+//! threshold, or when no blink was seen and the keypoints were still or moved as a plane
+//! (or the image points could not be followed).
 //! In `passive`: the passive scores only. A spoof verdict is REFER, reason `liveness`,
 //! never DENY: a real adult wrongly flagged must be able to try again or ask staff.
 
@@ -156,7 +160,7 @@ impl Default for LivenessSettings {
             min_live: 0.3,
             min_window_ms: 1_000,
             max_planar_residual: 0.028,
-            max_tracked_residual: 0.020,
+            max_tracked_residual: 0.016,
             min_motion: 0.01,
             blink_ratio: 0.6,
         }
@@ -351,6 +355,12 @@ pub struct Measures {
 }
 
 impl Measures {
+    /// A window with motion measures whose image points were never followed long enough
+    /// for their cue (the planar cue flags it: see the module docs).
+    pub fn untracked(&self) -> bool {
+        self.motion.is_some() && self.planar_residual_tracked.is_none()
+    }
+
     /// What one frame alone measures: its passive scores (a photo has no motion).
     pub fn of_frame(evidence: &FrameEvidence) -> Self {
         Self {
@@ -406,7 +416,8 @@ impl LivenessSettings {
             live_model: below(m.live, self.min_live),
             still: below(m.motion, self.min_motion),
             planar: below(m.planar_residual, self.max_planar_residual)
-                || below(m.planar_residual_tracked, self.max_tracked_residual),
+                || below(m.planar_residual_tracked, self.max_tracked_residual)
+                || m.untracked(),
             blink: m.blink == Some(true),
         }
     }
@@ -681,8 +692,9 @@ fn smoothed<const N: usize>(raw: &[[[f32; 2]; N]], i: usize) -> [[f32; 2]; N] {
 }
 
 /// [`motion_cues`] of the first `used` points of each frame, with a fixed scale, and each
-/// frame's residual without its worst point: one followed point can slip onto a moire
-/// fringe or a glare edge of a photo, and what the plane leaves for the others is the cue.
+/// frame's residual without its worst points ([`planar::TRIMMED_POINTS`]): a followed
+/// point can slip onto a moire fringe or a glare edge of a photo, and what the plane
+/// leaves for the others is the cue.
 fn point_cues<const N: usize>(
     raw: &[[[f32; 2]; N]],
     used: usize,

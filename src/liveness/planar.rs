@@ -79,10 +79,14 @@ pub fn homography_residual(reference: &[[f32; 2]], points: &[[f32; 2]], scale: f
     r.is_finite().then_some(r)
 }
 
-/// [`homography_residual`] of the points left when the one worst fitted is dropped and the
-/// homography fitted again: one point off the plane (a tracker slipped onto a fringe)
-/// makes a photo look like a head, a head's parallax is in most points. `None` with fewer
-/// than six points (five left over-determine a homography by one point only).
+/// Points [`trimmed_homography_residual`] leaves out: the worst fitted, one at a time.
+pub const TRIMMED_POINTS: usize = 2;
+
+/// [`homography_residual`] of the points left when the worst fitted is dropped and the
+/// homography fitted again, [`TRIMMED_POINTS`] times: a point or two off the plane (a
+/// tracker slipped onto a screen's moire fringe) make a photo look like a head, while a
+/// head's parallax is in most points. `None` unless five points are left (five
+/// over-determine a homography by one point) or with more than 32 points.
 pub fn trimmed_homography_residual(
     reference: &[[f32; 2]],
     points: &[[f32; 2]],
@@ -91,26 +95,29 @@ pub fn trimmed_homography_residual(
     /// Most points trimmed at once (the fixed buffers' size).
     const MAX_POINTS: usize = 32;
     let n = points.len();
-    if !(6..=MAX_POINTS).contains(&n) || reference.len() != n {
+    if !(5 + TRIMMED_POINTS..=MAX_POINTS).contains(&n) || reference.len() != n {
         return None;
-    }
-    let h = Homography::fit(reference, points)?;
-    let mut worst = (0usize, -1.0f64);
-    for (i, (p, q)) in reference.iter().zip(points).enumerate() {
-        let m = h.apply([f64::from(p[0]), f64::from(p[1])])?;
-        let e = (m[0] - f64::from(q[0])).powi(2) + (m[1] - f64::from(q[1])).powi(2);
-        if e > worst.1 {
-            worst = (i, e);
-        }
     }
     let mut from = [[0.0f32; 2]; MAX_POINTS];
     let mut to = [[0.0f32; 2]; MAX_POINTS];
-    let mut k = 0;
-    for (i, (p, q)) in reference.iter().zip(points).enumerate() {
-        if i != worst.0 {
-            (from[k], to[k]) = (*p, *q);
-            k += 1;
+    from[..n].copy_from_slice(reference);
+    to[..n].copy_from_slice(points);
+    let mut k = n;
+    for _ in 0..TRIMMED_POINTS {
+        let h = Homography::fit(&from[..k], &to[..k])?;
+        let mut worst = (0usize, -1.0f64);
+        for (i, (p, q)) in from[..k].iter().zip(&to[..k]).enumerate() {
+            let m = h.apply([f64::from(p[0]), f64::from(p[1])])?;
+            let e = (m[0] - f64::from(q[0])).powi(2) + (m[1] - f64::from(q[1])).powi(2);
+            if e > worst.1 {
+                worst = (i, e);
+            }
         }
+        // Keeps the order of the others (the fit does not depend on it; the tests read
+        // more easily).
+        from.copy_within(worst.0 + 1..k, worst.0);
+        to.copy_within(worst.0 + 1..k, worst.0);
+        k -= 1;
     }
     homography_residual(&from[..k], &to[..k], scale)
 }

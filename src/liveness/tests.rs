@@ -110,10 +110,28 @@ fn degenerate_points_fit_no_homography() {
 }
 
 #[test]
-fn a_moving_head_is_bona_fide() {
+fn a_moving_head_is_bona_fide_once_its_image_points_are_followed() {
     let s = on(LivenessMode::PassiveMotion);
-    let w = window(|k| evidence(turning(&HEAD, k), 0.3));
-    assert_eq!(verdict(&s, &w), Verdict::BonaFide);
+    let followed = window(|k| FrameEvidence {
+        tracked: Some(tracked_turning(&head14(), k, 1)),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    assert_eq!(verdict(&s, &followed), Verdict::BonaFide);
+    // The same head with no followed points (the tracker lost them at every seed, as a
+    // screen's moire makes it): not evidence of life, unless it blinks.
+    let unfollowed = window(|k| evidence(turning(&HEAD, k), 0.3));
+    let m = unfollowed.measures(s.blink_ratio);
+    assert!(m.untracked() && !s.flags(&m).still, "{m:?}");
+    assert_eq!(verdict(&s, &unfollowed), Verdict::Spoof(Cue::Planar));
+    let ear = |k: usize| if k == 5 || k == 6 { 0.08 } else { 0.3 };
+    let blinking = window(|k| evidence(turning(&HEAD, k), ear(k)));
+    assert_eq!(verdict(&s, &blinking), Verdict::BonaFide);
+    // A track too short for the cue is no track either.
+    let short = window(|k| FrameEvidence {
+        tracked: (k < MIN_TRACKED_FRAMES - 1).then(|| tracked_turning(&head14(), k, 1)),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    assert_eq!(verdict(&s, &short), Verdict::Spoof(Cue::Planar));
 }
 
 #[test]
@@ -311,7 +329,9 @@ fn the_tracked_cue_uses_the_longest_track_and_the_points_alive_throughout() {
         .measures(0.6)
         .planar_residual_tracked
         .expect("latest of equal tracks");
-    assert!(r > 0.01, "{r}");
+    // Half a window of the head's turn: less parallax than a whole one, far from the
+    // photo's none.
+    assert!(r > 3e-3, "{r}");
     // Points lost on some frame are left out; with too few left there is no measure.
     let lose = |lost: usize| {
         window(move |k| {
@@ -336,7 +356,7 @@ fn the_tracked_cue_uses_the_longest_track_and_the_points_alive_throughout() {
 }
 
 #[test]
-fn the_trimmed_residual_leaves_out_one_point_off_the_plane() {
+fn the_trimmed_residual_leaves_out_two_points_off_the_plane() {
     let reference: Vec<[f32; 2]> = (0..10)
         .map(|i| {
             [
@@ -363,16 +383,35 @@ fn the_trimmed_residual_leaves_out_one_point_off_the_plane() {
     let trimmed = trimmed_homography_residual(&reference, &slipped, scale).expect("fits");
     assert!(plain > 0.02, "{plain}");
     assert!(trimmed < 1e-3, "{trimmed}");
-    // Two points off the plane: one is still there after the trim.
+    // Two points off the plane: both go.
     let mut two = slipped.clone();
     two[8][1] -= 6.0;
     let r = trimmed_homography_residual(&reference, &two, scale).expect("fits");
+    assert!(r < 1e-3, "{r}");
+    // Three: one is still there after the trim.
+    let mut three = two.clone();
+    three[1][0] -= 6.0;
+    let r = trimmed_homography_residual(&reference, &three, scale).expect("fits");
     assert!(r > 0.01, "{r}");
-    // Too few points to trim, and mismatched sets.
+    // Points spread off any plane (a head) keep a residual however two are left out.
+    let spread: Vec<[f32; 2]> = moved
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            [
+                p[0] + [3.0, -2.0, 2.5][i % 3],
+                p[1] + [-2.0, 3.0, 1.0][i % 3],
+            ]
+        })
+        .collect();
+    let r = trimmed_homography_residual(&reference, &spread, scale).expect("fits");
+    assert!(r > 0.01, "{r}");
+    // Too few points to trim (five must be left), and mismatched sets.
     assert_eq!(
-        trimmed_homography_residual(&reference[..5], &moved[..5], scale),
+        trimmed_homography_residual(&reference[..6], &moved[..6], scale),
         None
     );
+    assert!(trimmed_homography_residual(&reference[..7], &moved[..7], scale).is_some());
     assert_eq!(
         trimmed_homography_residual(&reference, &moved[..9], scale),
         None
