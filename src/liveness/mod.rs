@@ -692,7 +692,7 @@ fn smoothed<const N: usize>(raw: &[[[f32; 2]; N]], i: usize) -> [[f32; 2]; N] {
 }
 
 /// [`motion_cues`] of the first `used` points of each frame, with a fixed scale, and each
-/// frame's residual without its worst points ([`planar::TRIMMED_POINTS`]): a followed
+/// frame's residual without its worst points (`planar::TRIMMED_POINTS`): a followed
 /// point can slip onto a moire fringe or a glare edge of a photo, and what the plane
 /// leaves for the others is the cue.
 fn point_cues<const N: usize>(

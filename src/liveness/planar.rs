@@ -80,10 +80,10 @@ pub fn homography_residual(reference: &[[f32; 2]], points: &[[f32; 2]], scale: f
 }
 
 /// Points [`trimmed_homography_residual`] leaves out: the worst fitted, one at a time.
-pub const TRIMMED_POINTS: usize = 2;
+pub(crate) const TRIMMED_POINTS: usize = 2;
 
 /// [`homography_residual`] of the points left when the worst fitted is dropped and the
-/// homography fitted again, [`TRIMMED_POINTS`] times: a point or two off the plane (a
+/// homography fitted again, `TRIMMED_POINTS` times: a point or two off the plane (a
 /// tracker slipped onto a screen's moire fringe) make a photo look like a head, while a
 /// head's parallax is in most points. `None` unless five points are left (five
 /// over-determine a homography by one point) or with more than 32 points.
