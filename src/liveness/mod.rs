@@ -357,7 +357,7 @@ pub struct Measures {
 impl Measures {
     /// A window with motion measures whose image points were never followed long enough
     /// for their cue (the planar cue flags it: see the module docs).
-    pub fn untracked(&self) -> bool {
+    pub(crate) fn untracked(&self) -> bool {
         self.motion.is_some() && self.planar_residual_tracked.is_none()
     }
 
