@@ -15,21 +15,23 @@ AGEGATE=${AGEGATE:-../target/release/agegate}
 DATA=${DATA:-../../shared/data/utkface}
 C=.cache/crops T=.cache/teachers R=${RUNS:-$HOME/.cache/agegate/runs}
 stage=${1:-all}
+# The runtime's crops, with the board the eval uses (the default path is the repo root's).
+crops() { "$AGEGATE" crops --board ../boards/dev.toml "$@"; }
 want() { [ "$stage" = all ] || [ "$stage" = "$1" ]; }
 
 if want crops; then
     # The runtime's own crops (detector + alignment), clean, in scenes, and degraded val.
-    [ -d $C/train_144 ] || $AGEGATE crops --manifest $DATA/train.csv --size 144 --out $C/train_144
-    [ -d $C/val_144 ] || $AGEGATE crops --manifest $DATA/val.csv --size 144 --out $C/val_144
-    [ -d $C/val_224 ] || $AGEGATE crops --manifest $DATA/val.csv --size 224 --out $C/val_224
+    [ -d $C/train_144 ] || crops --manifest $DATA/train.csv --size 144 --out $C/train_144
+    [ -d $C/val_144 ] || crops --manifest $DATA/val.csv --size 144 --out $C/val_144
+    [ -d $C/val_224 ] || crops --manifest $DATA/val.csv --size 224 --out $C/val_224
     [ -d .cache/views_src/train_scene ] ||
         $PY -m agegate_models.views scene --manifest $DATA/train.csv --out .cache/views_src/train_scene --seed 1
-    [ -d $C/train_scene_144 ] || $AGEGATE crops --manifest .cache/views_src/train_scene/manifest.csv \
+    [ -d $C/train_scene_144 ] || crops --manifest .cache/views_src/train_scene/manifest.csv \
         --size 144 --out $C/train_scene_144
     for k in grey lowres blur jpeg scan small dark colorcast; do
         [ -d .cache/degraded/val/$k ] ||
             $PY -m agegate_models.degrade --manifest $DATA/val.csv --kinds $k --out .cache/degraded/val
-        [ -d $C/val_deg_144/$k ] || $AGEGATE crops --manifest .cache/degraded/val/$k/manifest.csv \
+        [ -d $C/val_deg_144/$k ] || crops --manifest .cache/degraded/val/$k/manifest.csv \
             --size 144 --out $C/val_deg_144/$k
     done
 fi
