@@ -4,6 +4,7 @@
 # anywhere; needs ../shared/data, the project's venv and a release agegate binary.
 #
 #   scripts/train_v2.sh [crops|teachers|stage1|stage2|export|eval|all]
+#   scripts/train_v2.sh ablations   # the model card's stage-1 rows (not part of `all`)
 #
 # Times on a 2-core Xeon with a Rust build beside it: crops ~40 min, teachers ~2 h
 # (the CILF teacher at 224 px: 45 min), stage 1 ~30 min, stage 2 ~25 min per epoch,
@@ -18,6 +19,8 @@ stage=${1:-all}
 # The runtime's crops, with the board the eval uses (the default path is the repo root's).
 crops() { "$AGEGATE" crops --board ../boards/dev.toml "$@"; }
 want() { [ "$stage" = all ] || [ "$stage" = "$1" ]; }
+case $stage in crops | teachers | stage1 | stage2 | export | eval | all | ablations) ;;
+*) echo "train_v2.sh: unknown stage '$stage'" >&2; exit 2 ;; esac
 
 if want crops; then
     # The runtime's own crops (detector + alignment), clean, in scenes, and degraded val.
@@ -90,4 +93,33 @@ fi
 
 if want eval; then
     $PY scripts/eval_gate.py --age-model age_student_int8.onnx --agegate "$AGEGATE" --out .cache/eval_v2
+fi
+
+if [ "$stage" = ablations ]; then
+    # One part at a time on the stage-1 setting (frozen tower, cached features, 3 epochs,
+    # seed 0 unless said): distillation from the registry heads, from the whole ensemble
+    # with the CILF teacher, the augmentation views (the photo in a scene and degraded,
+    # cropped by the runtime, mixed as stage 2 mixes them: 0.3 clean, 0.4 scene, 0.3
+    # degraded), the scene view alone, both, and the baseline and the augmentation again
+    # with another seed (the seed spread). Needs the crops and teachers stages first.
+    [ -d .cache/views_src/train_degraded ] || $PY -m agegate_models.views degraded \
+        --manifest $DATA/train.csv --out .cache/views_src/train_degraded --seed 2
+    [ -d $C/train_deg_144 ] || crops --manifest .cache/views_src/train_degraded/manifest.csv \
+        --size 144 --out $C/train_deg_144
+    s1=("${common[@]}" --frozen true --epochs 3 --batch-size 128 --lr 1e-3 --text-lr 3e-4
+        --warmup-steps 100 --balance sample --balance-alpha 1.0 --log-every 40)
+    aug=(--views $C/train_144/manifest.csv,$C/train_scene_144/manifest.csv,$C/train_deg_144/manifest.csv
+        --view-probs 0.3,0.4,0.3)
+    kd3=(--teachers $T/faceres-deep_train.npz,$T/faceres_train.npz,$T/agev1_train.npz
+        --teacher-weights 1,1,0.5 --loss-kd 0.5)
+    kd4=(--teachers $T/cilf-deep224_train.npz,$T/faceres-deep_train.npz,$T/faceres_train.npz,$T/agev1_train.npz
+        --teacher-weights 2,1,1,0.5 --loss-kd 0.5)
+    run() { [ -f "$R/$1/last.pt" ] || $PY -m agegate_models.student "${s1[@]}" "${@:2}" --out "$R/$1"; }
+    run s1_a1_kd3 "${kd3[@]}"
+    run s1_a1_kd4 "${kd4[@]}"
+    run s1_a1_scene --views $C/train_144/manifest.csv,$C/train_scene_144/manifest.csv --view-probs 0.6,0.4
+    run s1_a1_aug "${aug[@]}"
+    run s1_a1_aug_seed1 "${aug[@]}" --seed 1
+    run s1_a1_aug_kd4 "${aug[@]}" "${kd4[@]}"
+    run s1_a1_seed1 --seed 1
 fi
