@@ -100,8 +100,9 @@ if [ "$stage" = ablations ]; then
     # seed 0 unless said): distillation from the registry heads, from the whole ensemble
     # with the CILF teacher, the augmentation views (the photo in a scene and degraded,
     # cropped by the runtime, mixed as stage 2 mixes them: 0.3 clean, 0.4 scene, 0.3
-    # degraded), the scene view alone, both, and the baseline and the augmentation again
-    # with another seed (the seed spread). Needs the crops and teachers stages first.
+    # degraded), the scene view alone, both, and the baseline, the augmentation and the two
+    # distillations again with another seed (the seed spread). Needs the crops and
+    # teachers stages first.
     [ -d .cache/views_src/train_degraded ] || $PY -m agegate_models.views degraded \
         --manifest $DATA/train.csv --out .cache/views_src/train_degraded --seed 2
     [ -d $C/train_deg_144 ] || crops --manifest .cache/views_src/train_degraded/manifest.csv \
@@ -122,4 +123,6 @@ if [ "$stage" = ablations ]; then
     run s1_a1_aug_seed1 "${aug[@]}" --seed 1
     run s1_a1_aug_kd4 "${aug[@]}" "${kd4[@]}"
     run s1_a1_seed1 --seed 1
+    run s1_a1_kd3_seed1 "${kd3[@]}" --seed 1
+    run s1_a1_kd4_seed1 "${kd4[@]}" --seed 1
 fi
