@@ -53,9 +53,22 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return D._u8(g)
 
 
+def _paste_side(rng: np.random.Generator) -> int:
+    """The pasted photo's longer side in pixels, log-uniform over 56..180."""
+    return round(float(np.exp(rng.uniform(np.log(56), np.log(180)))))
+
+
+def scene_paste_side(seed: int, index: int, size: int = 600) -> int:
+    """The side ``make_views(..., "scene", seed=seed)`` pasted photo ``index`` at (the draws
+    are seeded per photo, so it is recomputed rather than stored)."""
+    rng = np.random.default_rng([seed, index])
+    _background(rng, size)
+    return _paste_side(rng)
+
+
 def make_scene(img: np.ndarray, rng: np.random.Generator, size: int = 600) -> np.ndarray:
     scene = _background(rng, size)
-    face = round(float(np.exp(rng.uniform(np.log(56), np.log(180)))))
+    face = _paste_side(rng)
     h, w = img.shape[:2]
     f = face / max(h, w)
     nw, nh = max(1, round(w * f)), max(1, round(h * f))

@@ -102,3 +102,30 @@ def test_degrade_manifest(tmp_path):
         rows = list(csv.DictReader(f))
     assert rows == [{"path": "a_1_0.png", "age": "30", "gender": "1"}]
     assert Image.open(tmp_path / "out" / "a_1_0.png").size == (50, 60)
+
+
+def test_scene_paste_side_is_the_side_make_views_pasted_at(tmp_path, monkeypatch):
+    """`scripts/scene_face_sizes.py` relies on recomputing each scene's paste size."""
+    from agegate_models import views as V
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rows = []
+    for i in range(6):
+        name = f"{20 + i}_0_0_{i}.jpg.chip.jpg"
+        Image.fromarray(np.full((200, 200, 3), 40 * i, np.uint8)).save(src / name)
+        rows.append(f"{name},{20 + i},0,0")
+    (src / "m.csv").write_text("path,age,gender,race\n" + "\n".join(rows) + "\n")
+    sides = []
+    resize = V.D._resize
+
+    def record(img, w, h):
+        sides.append(max(w, h))
+        return resize(img, w, h)
+
+    monkeypatch.setattr(V.D, "_resize", record)
+    # the scene's own degradations come after the paste's draw and resize too: left out
+    monkeypatch.setattr(V.D, "random_degrade", lambda img, rng, **_: (img, []))
+    V.make_views(src / "m.csv", "scene", tmp_path / "out", seed=3, log=lambda *_: None)
+    assert sides == [V.scene_paste_side(3, i) for i in range(6)]
+    assert len(set(sides)) > 1
