@@ -253,10 +253,9 @@ fn rates(windows: &[Window], settings: &LivenessSettings, attack: bool) -> Rates
                 "planar_tracked",
                 apart(&|m| below(m.planar_residual_tracked, settings.max_tracked_residual)),
             );
-            out.flagged.insert(
-                "tracked_missing",
-                apart(&|m| m.planar_residual_tracked.is_none()),
-            );
+            // The windows the planar cue flags for want of followed points.
+            out.flagged
+                .insert("tracked_missing", apart(&Measures::untracked));
         }
         if any_blink {
             out.flagged.insert("blink_seen", share(&|c| c.blink));
@@ -801,4 +800,40 @@ fn evaluate_recordings(
         progress("recordings");
     }
     Ok(by_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(motion: Option<f32>, tracked: Option<f32>) -> Window {
+        Window::Judged(Measures {
+            frames: 10,
+            motion,
+            planar_residual: motion.map(|_| 0.2),
+            motion_tracked: tracked.map(|_| 0.1),
+            planar_residual_tracked: tracked,
+            ..Measures::default()
+        })
+    }
+
+    #[test]
+    fn tracked_missing_counts_only_windows_with_motion_and_no_followed_points() {
+        let windows = [
+            window(Some(0.1), None),
+            window(Some(0.1), Some(0.05)),
+            window(None, None),
+            Window::NoFace,
+        ];
+        let out = rates(&windows, &LivenessSettings::default(), false);
+        assert_eq!(out.n, 4);
+        assert_eq!(out.no_face, 1);
+        // One of the three judged windows has motion without followed points; the
+        // window without motion measures is not the planar cue's to flag.
+        let share = out.flagged.get("tracked_missing").copied();
+        assert!(
+            share.is_some_and(|s| (s - 1.0 / 3.0).abs() < 1e-9),
+            "{share:?}"
+        );
+    }
 }
