@@ -130,6 +130,33 @@ fn a_bad_model_file_stops_the_command_with_its_name() {
     );
 }
 
+/// Runs `agegate eval` on the dev board with the fixture model, with `extra` arguments;
+/// asserts it succeeded and returns the JSON report.
+fn eval_report(
+    manifest: &std::path::Path,
+    photos: &std::path::Path,
+    json: &std::path::Path,
+    extra: impl FnOnce(&mut std::process::Command),
+) -> Value {
+    let mut command = agegate();
+    command
+        .args(["eval", "--manifest"])
+        .arg(manifest)
+        .arg("--root")
+        .arg(photos)
+        .arg("--json")
+        .arg(json)
+        .args(board_args());
+    extra(&mut command);
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
 #[test]
 fn eval_writes_every_key_the_report_promises() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,26 +167,10 @@ fn eval_writes_every_key_the_report_promises() {
         "path,age,gender,race\nastronaut.jpg,39,1,0\nastronaut_grey.jpg,39,1,0\ngrace_hopper.jpg,78,1,0\n\
          grace_hopper_tight_crop.jpg,78,1,\nrocket_no_face.jpg,30,,\nmissing.jpg,16,0,2\n",
     );
-    let json = dir.path().join("report.json");
     let plot = dir.path().join("bands.svg");
-    let output = agegate()
-        .args(["eval", "--manifest"])
-        .arg(&manifest)
-        .arg("--root")
-        .arg(&photos)
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&plot)
-        .args(board_args())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = eval_report(&manifest, &photos, &dir.path().join("report.json"), |c| {
+        c.arg("--plot").arg(&plot);
+    });
     assert_eq!(report["n"], 6);
     assert_eq!(report["no_face"], 1);
     assert_eq!(report["failed"], 1);
@@ -191,6 +202,40 @@ fn eval_writes_every_key_the_report_promises() {
     assert!(csv.contains("no_face") && csv.contains("failed"));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("50+"));
+}
+
+#[test]
+fn eval_writes_each_degradation_s_rows_beside_the_clean_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.csv");
+    write(
+        &manifest,
+        "path,age\nastronaut.jpg,39\ngrace_hopper.jpg,78\nrocket_no_face.jpg,30\n",
+    );
+    let photos = root().join("tests/photos");
+    let report = eval_report(&manifest, &photos, &dir.path().join("report.json"), |c| {
+        c.args(["--degrade", "grey,small+jpeg"]);
+    });
+    let clean = std::fs::read_to_string(dir.path().join("report.csv")).unwrap();
+    for kind in ["grey", "small+jpeg"] {
+        let path = dir.path().join(format!("report.{kind}.csv"));
+        assert_eq!(
+            report["robustness"][kind]["per_image_csv"].as_str(),
+            Some(path.to_str().unwrap()),
+            "{kind}"
+        );
+        let rows = std::fs::read_to_string(&path).unwrap();
+        // The same header and one row per photo, in the manifest's order.
+        assert_eq!(rows.lines().next(), clean.lines().next());
+        let paths = |csv: &str| -> Vec<String> {
+            csv.lines()
+                .skip(1)
+                .map(|l| l.split(',').next().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(paths(&rows), paths(&clean), "{kind}");
+        assert!(rows.contains("no_face"), "{kind}: {rows}");
+    }
 }
 
 #[test]

@@ -230,7 +230,8 @@ pub struct EvalArgs {
     pub limit: Option<usize>,
     /// Also evaluate with each photo degraded as cameras and scans do, one report per
     /// kind: grey, lowres, blur, jpeg, scan, small, dark, colorcast, or all;
-    /// `small+jpeg` applies two in turn. Seeded per photo.
+    /// `small+jpeg` applies two in turn. Seeded per photo. Each kind's per-image rows go
+    /// beside the clean set's CSV, as `<name>.<kind>.csv`.
     #[arg(long)]
     pub degrade: Option<String>,
     /// See each photo N times under small seeded jitter and aggregate the estimates as

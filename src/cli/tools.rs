@@ -217,6 +217,10 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     }
     // Every output is checked before the evaluation, which can take an hour.
     let det = args.plot.as_deref().map(det_path);
+    let degraded_csvs: Vec<std::path::PathBuf> = degradations
+        .iter()
+        .map(|d| eval::degraded_csv_path(&csv_path, &d.name()))
+        .collect();
     for path in [
         Some(&args.json),
         Some(&csv_path),
@@ -225,6 +229,7 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     ]
     .into_iter()
     .flatten()
+    .chain(&degraded_csvs)
     {
         ensure_writable(path)?;
     }
@@ -238,14 +243,18 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
     let (predictions, elapsed) =
         eval::timed(|| eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1)));
     let mut robustness = std::collections::BTreeMap::new();
-    for d in &degradations {
+    for (d, d_csv) in degradations.iter().zip(&degraded_csvs) {
         bar.set_message(d.name());
         let options = eval::EvalOptions {
             degrade: Some(d.clone()),
             ..options.clone()
         };
         let degraded = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
-        robustness.insert(d.name(), eval::summary(&degraded, &pipeline.policy));
+        eval::write_per_image_csv(&degraded, d_csv)
+            .with_context(|| format!("writing {}", d_csv.display()))?;
+        let mut summary = eval::summary(&degraded, &pipeline.policy);
+        summary.per_image_csv = Some(d_csv.display().to_string());
+        robustness.insert(d.name(), summary);
     }
     bar.finish_and_clear();
     eval::write_per_image_csv(&predictions, &csv_path)

@@ -242,6 +242,10 @@ pub struct Summary {
     pub bands: BTreeMap<String, GroupStats>,
     #[serde(flatten)]
     pub gate: GateRates,
+    /// Where this set's per-image rows were written (a degradation's, beside the clean
+    /// set's file), so that another rule can be scored on them without a second run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_image_csv: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -443,6 +447,7 @@ pub fn summary(predictions: &[Prediction], policy: &Policy) -> Summary {
         ),
         bands: bands(&rows),
         gate: gate_rates(predictions, policy),
+        per_image_csv: None,
     }
 }
 
@@ -678,6 +683,15 @@ pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::
 /// Where the per-image CSV goes by default: beside the JSON, same stem.
 pub fn default_csv_path(json: &Path) -> PathBuf {
     json.with_extension("csv")
+}
+
+/// `out/val.csv` -> `out/val.<kind>.csv`: a degradation's per-image rows, beside the
+/// clean set's.
+pub fn degraded_csv_path(csv: &Path, kind: &str) -> PathBuf {
+    let stem = csv
+        .file_stem()
+        .map_or_else(|| "eval".into(), |s| s.to_string_lossy().into_owned());
+    csv.with_file_name(format!("{stem}.{kind}.csv"))
 }
 
 /// Times a closure, in seconds.
