@@ -1,0 +1,135 @@
+"""The gate's two rules side by side on every set of one `agegate eval` run: the threshold
+on the estimate (ALLOW at `--allow-at`) and the threshold on the model's P(age >= A)
+(ALLOW at `--allow-p AGE:P`), each at any number of settings, from the per-image rows the
+eval wrote for the clean set and for each `--degrade` kind (README "Operating point").
+
+Only ALLOW matters for the two figures: under-18s ALLOWed and adults 25+ not ALLOWed.
+A photo without a face, or that failed, is not ALLOWed by either rule (the gate REFERs).
+
+    agegate eval --manifest ../shared/data/utkface/val.csv --json out/val.json --degrade all
+    python models/scripts/compare_rules.py --json out/val.json --allow-at 29.8 \\
+        --allow-p 25:0.61,21:0.95
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+P_OVER_AGES = (13, 16, 18, 21, 25)
+
+
+@dataclass(frozen=True)
+class Row:
+    age: int
+    estimate: float | None  # None: no face, or failed
+    p_over: tuple[float, ...] | None
+
+
+@dataclass(frozen=True)
+class Rates:
+    minors: int
+    minors_allowed: int
+    adults: int
+    adults_not_allowed: int
+
+    @property
+    def adult_share(self) -> float:
+        return self.adults_not_allowed / self.adults if self.adults else float("nan")
+
+
+def read_rows(path: Path) -> list[Row]:
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            ok = r["status"] == "ok"
+            p = r["p_over"] if ok else ""
+            rows.append(
+                Row(
+                    age=int(float(r["true_age"])),
+                    estimate=float(r["age"]) if ok else None,
+                    p_over=tuple(float(v) for v in p.split(";")) if p else None,
+                )
+            )
+    return rows
+
+
+def rates(rows: list[Row], allowed) -> Rates:
+    minors = [r for r in rows if r.age < 18]
+    adults = [r for r in rows if r.age >= 25]
+    return Rates(
+        minors=len(minors),
+        minors_allowed=sum(allowed(r) for r in minors),
+        adults=len(adults),
+        adults_not_allowed=sum(not allowed(r) for r in adults),
+    )
+
+
+def threshold_rule(allow_at: float):
+    return lambda r: r.estimate is not None and r.estimate >= allow_at
+
+
+def p_over_rule(at: int, allow_p: float):
+    i = P_OVER_AGES.index(at)
+    return lambda r: r.p_over is not None and r.p_over[i] >= allow_p
+
+
+def sets(report: dict) -> list[tuple[str, Path]]:
+    """The clean set and every degradation, with where their rows are."""
+    out = [("clean", Path(report["per_image_csv"]))]
+    for kind, summary in report.get("robustness", {}).items():
+        if "per_image_csv" not in summary:
+            raise SystemExit(f"robustness.{kind} has no per_image_csv: rerun the eval")
+        out.append((kind, Path(summary["per_image_csv"])))
+    return out
+
+
+def parse_rules(allow_at: str, allow_p: str) -> dict:
+    """`--allow-at 29.8,31` and `--allow-p 25:0.61,21:0.95` -> {name: rule}."""
+    rules = {}
+    for t in filter(None, allow_at.split(",")):
+        rules[f"threshold, allow_at {float(t):g}"] = threshold_rule(float(t))
+    for item in filter(None, allow_p.split(",")):
+        at, _, p = item.partition(":")
+        if int(at) not in P_OVER_AGES or not p:
+            raise SystemExit(f"--allow-p {item!r}: give AGE:P with AGE one of {P_OVER_AGES}")
+        rules[f"p_over({int(at)}), allow_p {float(p):g}"] = p_over_rule(int(at), float(p))
+    return rules
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, required=True, help="agegate eval's report")
+    ap.add_argument("--allow-at", default="", help="threshold rule settings, comma list")
+    ap.add_argument("--allow-p", default="", help="p_over rule settings, comma list of AGE:P")
+    a = ap.parse_args(argv)
+    report = json.loads(a.json.read_text())
+    rules = parse_rules(a.allow_at, a.allow_p)
+    if not rules:
+        raise SystemExit("give at least one setting: --allow-at or --allow-p")
+    data = [(name, read_rows(path)) for name, path in sets(report)]
+    kinds = [name for name, _ in data[1:]]
+    print(
+        "| rule | under-18s ALLOWed, clean | adults 25+ not ALLOWed, clean | "
+        + " | ".join(kinds)
+        + " | all kinds: under-18s ALLOWed | adults 25+ not ALLOWed (mean) |"
+    )
+    print("|---" * (5 + len(kinds)) + "|")
+    for name, allowed in rules.items():
+        (clean, *degraded) = [rates(rows, allowed) for _, rows in data]
+        mean = sum(r.adult_share for r in degraded) / len(degraded) if degraded else float("nan")
+        print(
+            f"| {name} | {clean.minors_allowed} / {clean.minors} | "
+            f"{100 * clean.adult_share:.1f} % | "
+            + " | ".join(str(r.minors_allowed) for r in degraded)
+            + f" | {sum(r.minors_allowed for r in degraded)} | {100 * mean:.1f} % |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
