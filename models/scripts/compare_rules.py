@@ -1,14 +1,15 @@
-"""The gate's two rules side by side on every set of one `agegate eval` run: the threshold
-on the estimate (ALLOW at `--allow-at`) and the threshold on the model's P(age >= A)
-(ALLOW at `--allow-p AGE:P`), each at any number of settings, from the per-image rows the
-eval wrote for the clean set and for each `--degrade` kind (README "Operating point").
+"""The gate's rules side by side on every set of one `agegate eval` run: the threshold on
+the estimate (ALLOW at `--allow-at`), the margin (ALLOW when age - k sigma reaches the
+challenge age, `--k-sigma`) and the threshold on the model's P(age >= A) (ALLOW at
+`--allow-p AGE:P`), each at any number of settings, from the per-image rows the eval
+wrote for the clean set and for each `--degrade` kind (README "Operating point").
 
 Only ALLOW matters for the two figures: under-18s ALLOWed and adults 25+ not ALLOWed.
 A photo without a face, or that failed, is not ALLOWed by either rule (the gate REFERs).
 
     agegate eval --manifest ../shared/data/utkface/val.csv --json out/val.json --degrade all
     python models/scripts/compare_rules.py --json out/val.json --allow-at 29.8 \\
-        --allow-p 25:0.61,21:0.95
+        --k-sigma 1 --allow-p 25:0.61,21:0.95
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ P_OVER_AGES = (13, 16, 18, 21, 25)
 class Row:
     age: int
     estimate: float | None  # None: no face, or failed
+    sigma: float | None
     p_over: tuple[float, ...] | None
 
 
@@ -52,6 +54,7 @@ def read_rows(path: Path) -> list[Row]:
                 Row(
                     age=int(float(r["true_age"])),
                     estimate=float(r["age"]) if ok else None,
+                    sigma=float(r["sigma"]) if ok else None,
                     p_over=tuple(float(v) for v in p.split(";")) if p else None,
                 )
             )
@@ -73,6 +76,10 @@ def threshold_rule(allow_at: float):
     return lambda r: r.estimate is not None and r.estimate >= allow_at
 
 
+def margin_rule(k_sigma: float, challenge_age: float):
+    return lambda r: r.estimate is not None and r.estimate - k_sigma * r.sigma >= challenge_age
+
+
 def p_over_rule(at: int, allow_p: float):
     i = P_OVER_AGES.index(at)
     return lambda r: r.p_over is not None and r.p_over[i] >= allow_p
@@ -88,11 +95,13 @@ def sets(report: dict) -> list[tuple[str, Path]]:
     return out
 
 
-def parse_rules(allow_at: str, allow_p: str) -> dict:
-    """`--allow-at 29.8,31` and `--allow-p 25:0.61,21:0.95` -> {name: rule}."""
+def parse_rules(allow_at: str, k_sigma: str, allow_p: str, challenge_age: float = 25) -> dict:
+    """`--allow-at 29.8,31`, `--k-sigma 1` and `--allow-p 25:0.61,21:0.95` -> {name: rule}."""
     rules = {}
     for t in filter(None, allow_at.split(",")):
         rules[f"threshold, allow_at {float(t):g}"] = threshold_rule(float(t))
+    for k in filter(None, k_sigma.split(",")):
+        rules[f"margin, k_sigma {float(k):g}"] = margin_rule(float(k), challenge_age)
     for item in filter(None, allow_p.split(",")):
         at, _, p = item.partition(":")
         if int(at) not in P_OVER_AGES or not p:
@@ -105,12 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, required=True, help="agegate eval's report")
     ap.add_argument("--allow-at", default="", help="threshold rule settings, comma list")
+    ap.add_argument("--k-sigma", default="", help="margin rule settings, comma list")
+    ap.add_argument("--challenge-age", type=float, default=25, help="the margin rule's")
     ap.add_argument("--allow-p", default="", help="p_over rule settings, comma list of AGE:P")
     a = ap.parse_args(argv)
     report = json.loads(a.json.read_text())
-    rules = parse_rules(a.allow_at, a.allow_p)
+    rules = parse_rules(a.allow_at, a.k_sigma, a.allow_p, a.challenge_age)
     if not rules:
-        raise SystemExit("give at least one setting: --allow-at or --allow-p")
+        raise SystemExit("give at least one setting: --allow-at, --k-sigma or --allow-p")
     data = [(name, read_rows(path)) for name, path in sets(report)]
     kinds = [name for name, _ in data[1:]]
     print(

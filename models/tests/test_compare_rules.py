@@ -50,7 +50,25 @@ def test_each_rule_allows_only_what_it_should(tmp_path):
     assert by_estimate == C.Rates(minors=2, minors_allowed=1, adults=3, adults_not_allowed=2)
     by_p = C.rates(rows, C.p_over_rule(25, 0.61))
     assert by_p == C.Rates(minors=2, minors_allowed=0, adults=3, adults_not_allowed=1)
+    # sigma 5: 31 - 5 >= 25 allows the minor, 41 - 5 the adult, 28 - 5 not
+    assert C.rates(rows, C.margin_rule(1.0, 25)) == by_estimate
+    assert C.rates(rows, C.margin_rule(1.5, 25)).minors_allowed == 0
     assert C.rates(C.read_rows(grey), C.p_over_rule(25, 0.61)).minors_allowed == 1
+
+
+def test_settings_are_parsed_and_a_bad_one_is_named():
+    rules = C.parse_rules("29.8", "1", "21:0.95")
+    assert list(rules) == [
+        "threshold, allow_at 29.8",
+        "margin, k_sigma 1",
+        "p_over(21), allow_p 0.95",
+    ]
+    try:
+        C.parse_rules("", "", "20:0.9")
+    except SystemExit as e:
+        assert "20:0.9" in str(e)
+    else:
+        raise AssertionError("p_over(20) was taken")
 
 
 def test_a_report_without_the_degraded_rows_is_refused(tmp_path):
