@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+# The ages of the `p_over` output (student.THRESHOLDS, the runtime's P_OVER_AGES), written
+# out so that this runs without torch.
 P_OVER_AGES = (13, 16, 18, 21, 25)
 
 

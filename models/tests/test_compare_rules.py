@@ -1,4 +1,4 @@
-"""scripts/compare_rules.py: the two gate rules scored on an eval's per-image rows."""
+"""scripts/compare_rules.py: the gate's rules scored on an eval's per-image rows."""
 
 import json
 import sys
