@@ -79,3 +79,9 @@ def test_a_report_without_the_degraded_rows_is_refused(tmp_path):
         assert "robustness.scan" in str(e)
     else:
         raise AssertionError("a report without per_image_csv was taken")
+
+
+def test_its_p_over_ages_are_the_student_s():
+    from agegate_models.student import THRESHOLDS
+
+    assert C.P_OVER_AGES == THRESHOLDS
