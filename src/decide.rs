@@ -308,6 +308,85 @@ impl Policy {
         })
     }
 
+    /// Refuses, naming what, a policy that would let through anyone `board` would not: a
+    /// lower legal age or REQUEST floor, another rule, or the same rule ALLOWing nearer the
+    /// legal age. A REQUEST moves every threshold by as many years as the legal age
+    /// (`with_legal_age`), so comparing each ALLOW threshold's distance above the legal
+    /// age covers every REQUEST too. DENY may move freely: it never opens the gate.
+    pub fn no_looser_than(&self, board: &Policy) -> Result<(), String> {
+        let looser = |what: &str, this: f32, theirs: f32| {
+            Err(format!(
+                "{what} {} is below the board's {}: a remote policy may only tighten the board's",
+                round3(this),
+                round3(theirs)
+            ))
+        };
+        if self.legal_age < board.legal_age {
+            return looser("legal_age", self.legal_age, board.legal_age);
+        }
+        if self.min_request_age < board.min_request_age {
+            return looser(
+                "min_request_age",
+                self.min_request_age,
+                board.min_request_age,
+            );
+        }
+        let above_legal = |p: &Policy, v: f32| v - p.legal_age;
+        match (self.rule, board.rule) {
+            (Rule::Margin { k_sigma }, Rule::Margin { k_sigma: theirs }) => {
+                let (this, board_c) = (
+                    above_legal(self, self.challenge_age),
+                    above_legal(board, board.challenge_age),
+                );
+                if this < board_c {
+                    return looser("challenge_age - legal_age", this, board_c);
+                }
+                if k_sigma < theirs {
+                    return looser("k_sigma", k_sigma, theirs);
+                }
+            }
+            (
+                Rule::Threshold { allow_at, .. },
+                Rule::Threshold {
+                    allow_at: theirs, ..
+                },
+            ) => {
+                let (this, board_a) = (above_legal(self, allow_at), above_legal(board, theirs));
+                if this < board_a {
+                    return looser("allow_at - legal_age", this, board_a);
+                }
+            }
+            (
+                Rule::POver { age, allow_p, .. },
+                Rule::POver {
+                    age: theirs,
+                    allow_p: theirs_p,
+                    ..
+                },
+            ) => {
+                let (this, board_a) = (
+                    above_legal(self, f32::from(age)),
+                    above_legal(board, f32::from(theirs)),
+                );
+                if this < board_a {
+                    return looser("p_over_age - legal_age", this, board_a);
+                }
+                if allow_p < theirs_p {
+                    return looser("allow_p", allow_p, theirs_p);
+                }
+            }
+            (this, theirs) => {
+                return Err(format!(
+                    "rule `{}` is not the board's `{}`: a remote policy keeps the board's rule \
+                     and may only tighten its numbers",
+                    rule_name(this),
+                    rule_name(theirs)
+                ))
+            }
+        }
+        Ok(())
+    }
+
     pub fn legal_age(&self) -> f32 {
         self.legal_age
     }
@@ -416,6 +495,19 @@ impl Policy {
             return (v.unwrap_or(0.0) * 100.0).round().clamp(0.0, 100.0) as u8;
         }
         crate::domain::confidence(decision, age, sigma, self.legal_age, self.challenge_age)
+    }
+}
+
+fn round3(v: f32) -> f64 {
+    (f64::from(v) * 1000.0).round() / 1000.0
+}
+
+/// A rule's name as `[policy] rule` spells it.
+pub(crate) fn rule_name(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Margin { .. } => "margin",
+        Rule::Threshold { .. } => "threshold",
+        Rule::POver { .. } => "p_over",
     }
 }
 
@@ -618,5 +710,57 @@ mod tests {
             p.confidence(Decision::Allow, 30.0, 5.0, probs(0.99, 0.95)),
             95
         );
+    }
+
+    #[test]
+    fn a_policy_may_tighten_the_board_s_never_loosen_it() {
+        let policy = |text: &str| Policy::from_raw(raw(text)).expect("valid policy");
+        let board = policy(
+            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 29.8\n\
+             deny_below = 14",
+        );
+        let refused = |text: &str| policy(text).no_looser_than(&board).unwrap_err();
+        // What the hostile tester had acked: a gate for ten-year-olds.
+        let e = refused(
+            "legal_age = 10\nchallenge_age = 10\nrule = \"threshold\"\nallow_at = 10\n\
+             deny_below = 0",
+        );
+        assert!(e.contains("legal_age 10 is below the board's 18"), "{e}");
+        let e = refused(
+            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 29\n\
+             deny_below = 14",
+        );
+        assert!(
+            e.contains("allow_at - legal_age 11 is below the board's 11.8"),
+            "{e}"
+        );
+        let e = refused(
+            "legal_age = 21\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 31\n\
+             deny_below = 14\nmin_request_age = 16",
+        );
+        assert!(e.contains("min_request_age 16"), "{e}");
+        let e = refused("legal_age = 18\nchallenge_age = 25\nk_sigma = 2");
+        assert!(
+            e.contains("rule `margin` is not the board's `threshold`"),
+            "{e}"
+        );
+        // Tighter: a higher line, a higher legal age with its line moved up, DENY moved.
+        for tighter in [
+            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 40\n\
+             deny_below = 17",
+            "legal_age = 21\nchallenge_age = 28\nrule = \"threshold\"\nallow_at = 32.8\n\
+             deny_below = 5",
+        ] {
+            assert_eq!(policy(tighter).no_looser_than(&board), Ok(()), "{tighter}");
+        }
+        let margin = policy("legal_age = 18\nchallenge_age = 25\nk_sigma = 1");
+        let looser_margin = policy("legal_age = 18\nchallenge_age = 25\nk_sigma = 0.5");
+        assert!(looser_margin
+            .no_looser_than(&margin)
+            .unwrap_err()
+            .contains("k_sigma"));
+        let nearer = policy("legal_age = 18\nchallenge_age = 24\nk_sigma = 1");
+        assert!(nearer.no_looser_than(&margin).is_err());
+        assert_eq!(margin.no_looser_than(&margin), Ok(()));
     }
 }

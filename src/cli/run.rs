@@ -99,6 +99,7 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
             Telemetry::start(
                 settings.clone(),
                 unit_info(&board),
+                board.policy,
                 counters.clone(),
                 policies.clone(),
             )
