@@ -4,6 +4,8 @@
 //! bounded.
 
 mod common;
+#[path = "telemetry/links.rs"]
+mod links;
 
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
@@ -391,7 +393,16 @@ fn each_decision_is_published_once_and_status_goes_offline_at_the_end() {
     assert_eq!(first["policy"]["rule"]["kind"], "threshold");
     for health in watcher.on("health") {
         assert!(health["frames"].as_u64().is_some(), "{health}");
-        assert!(health["decide_ms"]["p50"].as_u64().is_some(), "{health}");
+        // A percentile of the decisions so far: none before the first (a loaded machine
+        // may send a health that early).
+        let decided: u64 = health["decisions"]
+            .as_object()
+            .expect("decisions by verdict")
+            .values()
+            .filter_map(Value::as_u64)
+            .sum();
+        let p50 = &health["decide_ms"]["p50"];
+        assert_eq!(p50.as_u64().is_some(), decided > 0, "{health}");
         assert_private(&health);
     }
     for s in &status {
@@ -655,42 +666,6 @@ fn a_bad_policy_is_refused_and_a_good_one_changes_the_next_decisions() {
     assert_eq!(
         last_status["policy"]["rule"]["allow_at"], 40.0,
         "{last_status}"
-    );
-}
-
-#[test]
-fn remote_policy_is_off_unless_the_board_allows_it() {
-    let Some(Site {
-        dir,
-        port,
-        _broker,
-        watcher,
-    }) = site("remote_policy_is_off_unless_the_board_allows_it")
-    else {
-        return;
-    };
-    publish_policy(
-        port,
-        "[policy]\nlegal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 40\ndeny_below = 17.3\n",
-    );
-    let board = telemetry_board(dir.path(), port, "");
-    let out = run_ok(&board);
-    wait_until("the refusal", Duration::from_secs(10), || {
-        !watcher.on("policy/ack").is_empty()
-    });
-    let ack = watcher.on("policy/ack")[0].clone();
-    assert_eq!(ack["ok"], false);
-    assert!(
-        ack["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("telemetry.remote_policy")),
-        "{ack}"
-    );
-    // The board's own policy decided: both bundled adults allowed.
-    let decisions = printed_decisions(&String::from_utf8_lossy(&out.stdout));
-    assert!(
-        decisions.iter().all(|d| d["decision"] == "ALLOW"),
-        "{decisions:?}"
     );
 }
 
