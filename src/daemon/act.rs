@@ -44,7 +44,8 @@ impl Daemon {
                     self.followups.push(Input::ModelFileChanged(message));
                 }
             }
-            Action::Wait { ms } => self.parts.clock.sleep_ms(ms),
+            // A backoff: wall time (core/mod.rs, "Two clocks").
+            Action::Wait { ms } => self.parts.wall.sleep_ms(ms),
             Action::Ready => self.parts.watchdog.ready(),
             Action::Exit(exit) => {
                 self.exit.get_or_insert(exit);

@@ -77,8 +77,11 @@ impl Watchdog for NoWatchdog {
 /// and that a handler may catch, except those the kernel raises for a fault in the
 /// program itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT: a handler
 /// cannot resume from them safely). Each takes the path SIGTERM takes: relay off, FAULT
-/// shutdown to the host, exit 0. SIGKILL and SIGSTOP cannot be caught; what they and a
-/// power loss leave is the relay module's own fail-safe wiring (README, "Wiring").
+/// shutdown to the host, exit 0. So do the job-control stops (SIGTSTP, SIGTTIN, SIGTTOU),
+/// whose default suspends the process with the relay as it was: a suspended daemon holds
+/// a door open and answers no host, so it ends instead, gate closed (systemd restarts it).
+/// SIGKILL and SIGSTOP cannot be caught; what they and a power loss leave is the relay
+/// module's own fail-safe wiring (README, "Wiring").
 pub const STOP_SIGNALS: &[(libc::c_int, &str)] = &[
     (libc::SIGHUP, "SIGHUP"),
     (libc::SIGINT, "SIGINT"),
@@ -93,6 +96,9 @@ pub const STOP_SIGNALS: &[(libc::c_int, &str)] = &[
     (libc::SIGVTALRM, "SIGVTALRM"),
     (libc::SIGPROF, "SIGPROF"),
     (libc::SIGIO, "SIGIO"),
+    (libc::SIGTSTP, "SIGTSTP"),
+    (libc::SIGTTIN, "SIGTTIN"),
+    (libc::SIGTTOU, "SIGTTOU"),
     #[cfg(any(target_os = "linux", target_os = "android"))]
     (libc::SIGPWR, "SIGPWR"),
     #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -24,7 +24,7 @@ impl Core {
         self.fault(now, FaultCode::CAMERA, detail, out);
         self.hold(|f| {
             f.camera = Some(CameraDown {
-                backoff: Backoff::new(now.frame_ms, delay),
+                backoff: Backoff::new(now.wall_ms, delay),
                 reopened: false,
             })
         });
@@ -51,7 +51,8 @@ impl Core {
     }
 
     /// Every fault: relay off and fault LEDs, FAULT to the host (at most one per code per
-    /// [`FAULT_REPORT_MS`]), the open REQUEST answered REFER. The caller decides whether
+    /// [`FAULT_REPORT_MS`] of wall time: a host's limit, which a replayed recording's clock,
+    /// racing ahead while nothing is read, would not keep), the open REQUEST answered REFER. The caller decides whether
     /// the gate then holds ([`Self::hold`]) or the run ends ([`Self::exit`]).
     pub(super) fn fault(&mut self, now: Now, code: FaultCode, detail: &str, out: &mut Out) {
         self.report(now, code, detail, false, out);
@@ -73,7 +74,7 @@ impl Core {
             && self
                 .fault_sent
                 .get(&code.0)
-                .is_some_and(|&sent| now.frame_ms.saturating_sub(sent) < FAULT_REPORT_MS);
+                .is_some_and(|&sent| now.wall_ms.saturating_sub(sent) < FAULT_REPORT_MS);
         out.push(Action::Emit(Event::Fault {
             t_ms: now.frame_ms,
             code: code.0,
@@ -82,7 +83,7 @@ impl Core {
         }));
         if !recent {
             // A full map (more codes than exist) only means this code is not limited.
-            let _ = self.fault_sent.insert(code.0, now.frame_ms);
+            let _ = self.fault_sent.insert(code.0, now.wall_ms);
             out.push(Action::Send(Message::fault(code, detail)));
         }
         if let State::Deciding(w) = &self.state {

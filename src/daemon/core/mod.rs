@@ -16,9 +16,11 @@
 //! was lost while it was open (nothing can be sent; the host hears FAULT serial "line
 //! restored" when it is back) or a second stop signal cut the exit short.
 //!
-//! **Two clocks.** `Now::frame_ms` runs the decision windows, the relay pulse and the camera
-//! backoff (a recording's own timestamps, so a replay is deterministic); `Now::wall_ms`
-//! runs what a host times: heartbeats and the serial line's backoff.
+//! **Two clocks.** `Now::frame_ms` runs the decision windows and the relay pulse (a
+//! recording's own timestamps, so a replay is deterministic); `Now::wall_ms` runs what a
+//! host or the machine times: heartbeats, the FAULT rate limit and the camera's and the
+//! serial line's backoff. On a recording's clock, which moves only with frames and waits,
+//! a source that keeps failing would retry and report as fast as the CPU allows.
 
 mod faults;
 mod types;
@@ -190,7 +192,7 @@ impl Core {
                 tracing::warn!("camera still lost: {message}");
                 let max = self.settings.max_backoff_ms;
                 if let Some(camera) = self.faults_mut().and_then(|f| f.camera.as_mut()) {
-                    camera.backoff.failed(now.frame_ms, max);
+                    camera.backoff.failed(now.wall_ms, max);
                 }
             }
             Input::RecordingEnded => {
@@ -277,11 +279,11 @@ impl Core {
             State::Faulted(f) => {
                 if let Some(camera) = f.camera.filter(|c| !c.reopened) {
                     let next = camera.backoff.next_try_ms;
-                    if now.frame_ms >= next {
+                    if now.wall_ms >= next {
                         out.push(Action::ReopenCamera);
                     } else {
                         out.push(Action::Wait {
-                            ms: (next - now.frame_ms).min(MAX_WAIT_MS),
+                            ms: (next - now.wall_ms).min(MAX_WAIT_MS),
                         });
                     }
                 }
