@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{agegate, root, write};
+use common::{agegate, photo, root, write};
 use serde_json::Value;
 
 /// Under an emulator (the aarch64 run) a process is 10-20x slower: fewer cases, longer
@@ -555,4 +555,57 @@ mod serial_line {
         let faults = faults_heard(&mut host, device);
         assert_eq!(faults, vec![(0x02, "model pin wrong".to_string())]);
     }
+}
+
+#[test]
+fn a_recording_that_keeps_failing_retries_and_reports_on_the_wall_clock() {
+    // A folder of frames that goes away mid-run: every reopen then fails. On the
+    // recording's clock, which a wait only moves on, the daemon once retried and sent
+    // FAULT camera as fast as the CPU allowed (470 a second to the host).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    for i in 0..4 {
+        std::fs::copy(
+            photo("grace_hopper.jpg"),
+            frames.join(format!("{i:04}.jpg")),
+        )
+        .expect("copy frame");
+    }
+    let source = format!(
+        "source = \"image-dir\"\npath = \"{}\"\nloop = true",
+        frames.display()
+    );
+    let board = state_board(
+        dir.path(),
+        "vanishing",
+        &[(
+            &format!(
+                "source = \"mjpeg-file\"\npath = \"{}/tests/frames/demo.mjpeg\"",
+                root().display()
+            ),
+            &source,
+        )],
+    );
+    let mut daemon = Daemon::start(&board, &[]);
+    daemon.wait_for("a first frame's heartbeat", |e| is_heartbeat(e, "ready"));
+    std::fs::remove_dir_all(&frames).expect("rm frames");
+    let camera = agegate::serial::FaultCode::CAMERA.0;
+    daemon.wait_for("the camera fault", |e| {
+        e["event"] == "fault" && e["code"] == camera
+    });
+    let watched = Duration::from_secs(4);
+    std::thread::sleep(watched);
+    daemon.signal(libc::SIGTERM);
+    let (events, code, stderr) = daemon.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    let faults: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "fault" && e["code"] == camera)
+        .collect();
+    let reported = faults.iter().filter(|e| e["reported"] == true).count();
+    // Reopens back off from 250 ms, doubling: about five in 4 s; FAULT at most once a
+    // second, and the shutdown's own.
+    assert!(faults.len() <= 8, "{} camera faults: {faults:?}", faults.len());
+    assert!(reported <= 6, "{reported} FAULT camera sent: {faults:?}");
 }
