@@ -606,6 +606,10 @@ fn a_recording_that_keeps_failing_retries_and_reports_on_the_wall_clock() {
     let reported = faults.iter().filter(|e| e["reported"] == true).count();
     // Reopens back off from 250 ms, doubling: about five in 4 s; FAULT at most once a
     // second, and the shutdown's own.
-    assert!(faults.len() <= 8, "{} camera faults: {faults:?}", faults.len());
+    assert!(
+        faults.len() <= 8,
+        "{} camera faults: {faults:?}",
+        faults.len()
+    );
     assert!(reported <= 6, "{reported} FAULT camera sent: {faults:?}");
 }

@@ -198,13 +198,19 @@ fn a_broker_that_never_answers_gets_one_attempt_at_a_time() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run");
-    // Once connected, an attempt lasts the connect timeout (10 s) and the next follows the
-    // backoff: 6 s hold one attempt, where the 50-ms poll of old opened over a hundred.
+    // An attempt lasts the connect timeout (10 s) and the next follows the backoff: the
+    // 6 s after the first hold no other, where the 50-ms poll of old opened over a hundred.
+    wait_until("the first attempt", Duration::from_secs(60), || {
+        accepted.load(Ordering::SeqCst) > 0
+    });
     std::thread::sleep(Duration::from_secs(6));
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let stderr = wait_ok(daemon);
     let attempts = accepted.load(Ordering::SeqCst);
-    assert_eq!(attempts, 1, "connection attempts in 6 s; log: {stderr}");
+    assert_eq!(
+        attempts, 1,
+        "connection attempts in 6 s after the first; log: {stderr}"
+    );
 }
 
 /// A `[policy]` as TOML that says what the board's says, padded with a comment to
