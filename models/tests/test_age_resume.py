@@ -4,16 +4,20 @@ inputs, and its fp16 model file. Needs neither the data set nor fetched weights.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _age_helpers import MODELS, require_file
+from _age_helpers import MODELS, noise_manifest, require_file, tokenizer
 from onnx import numpy_helper
 
 from agegate_models import resume as R
-from agegate_models.export import run_onnx
+from agegate_models import student as S
+from agegate_models.export import export_onnx, run_onnx
 
 # The rebuilt module computes the graph's float function (the int8 weights dequantized, as
 # onnxruntime without graph optimisations and tract do): only float32 summation order
@@ -115,3 +119,84 @@ def test_fp16_model_file(shipped, tmp_path):
     # fp16 rounding of the weights (measured 0.058 years at most on these inputs)
     assert float((a["age"] - b["age"]).abs().max()) < 0.15
     assert torch.load(tmp_path / "m.pt", weights_only=False)["epoch"] == 3
+
+
+def test_train_from_shipped_checkpoints_and_resumes(shipped, tmp_path, monkeypatch):
+    """Two steps of batch 2 at 144 px from the shipped weights (a smoke run, not training):
+    the fp16 model file, resuming from it and from last.pt, the strict config check, the
+    log of threads and wall time, and the export of the result reading back."""
+    path, _ = shipped
+    monkeypatch.setattr(S, "VIEW_DIR", tmp_path / "views")
+    sc = S.StudentConfig(
+        views=str(noise_manifest(tmp_path / "train", 4, 144, 0)),
+        val=str(noise_manifest(tmp_path / "val", 2, 144, 1)),
+        init_from_shipped=str(path),
+        n_steps=2,  # the graph unrolls 1: one fresh step
+        epochs=1,
+        batch_size=2,
+        steps_per_epoch=2,
+        threads=1,
+        warmup_steps=1,
+        out=str(tmp_path / "run"),
+    )
+    logs: list[str] = []
+    S.train(sc, log=logs.append)
+    assert any("threads 1 (one: a build runs beside it" in s for s in logs)
+    assert any(s.startswith("epoch 0 wall ") for s in logs)
+    assert any("1 from the graph, 1 fresh" in s for s in logs)
+    run = Path(sc.out)
+    assert (run / "model_fp16.pt").stat().st_size <= R.MAX_MODEL_MB * 2**20
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["model_kind"] == "shipped" and "optimizer" in ck and ck["step"] == 2
+    assert ck["state_dict"]["head.tok_proj.weight"].dtype == torch.float16
+    hist = json.loads((run / "history.json").read_text())
+    assert hist[0]["threads"] == 1 and hist[0]["wall_s"] > 0
+    # continue from the model file alone (what a commit holds), then from last.pt
+    sc.epochs, logs[:] = 2, []
+    S.train(sc, resume=run / "model_fp16.pt", log=logs.append)
+    assert any("model alone, a fresh optimizer) at epoch 1" in s for s in logs)
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 1
+    sc.epochs, sc.threads = 3, 2  # threads and epochs may change on another machine
+    S.train(sc, resume=run / "last.pt", log=logs.append)
+    assert any("model + optimizer) at epoch 2" in s for s in logs)
+    sc.tower_lr = 1e-3
+    with pytest.raises(ValueError, match="'tower_lr'"):
+        S.train(sc, resume=run / "last.pt", log=logs.append)
+    # the result exports to a graph that reads back (strictly) into the same module
+    from agegate_models.train import load_checkpoint
+
+    model = load_checkpoint(run / "best.pt")
+    assert isinstance(model, R.ShippedStudent) and len(model.head.corr) == 2
+    back = R.load_shipped(export_onnx(model, tmp_path / "s.onnx"))
+    x = torch.from_numpy(_inputs(144)[:1])
+    with torch.no_grad():
+        a, b = model(x), back(x)
+    torch.testing.assert_close(a["steps"], b["steps"], atol=1e-4, rtol=0)
+
+
+def test_init_from_shipped_refuses_another_config(shipped):
+    path, _ = shipped
+    sc = S.StudentConfig(init_from_shipped=str(path), image_size=112)
+    with pytest.raises(ValueError, match="image_size"):
+        S.build(sc)
+    sc = S.StudentConfig(init_from_shipped=str(path), n_steps=0)
+    with pytest.raises(ValueError, match="n_steps"):
+        S.build(sc)
+    with pytest.raises(ValueError, match="--init-from-shipped"):
+        S.build(S.StudentConfig(init_from_shipped=str(path), frozen=True))
+
+
+def test_v2_recipe_model_file_fits(tmp_path):
+    """The recipe's own student (stage 2 from stage 1: text tower included) fits the fp16
+    model file too: of the token embedding only the prompts' rows are kept."""
+    torch.manual_seed(0)
+    model = S.build(S.StudentConfig(), tokenizer=tokenizer(), weights=False).eval()
+    size = R.save_model_fp16(tmp_path / "m.pt", model)
+    assert size <= R.MAX_MODEL_MB * 2**20
+    ck = torch.load(tmp_path / "m.pt", weights_only=False)
+    torch.manual_seed(1)  # another init: every tensor the outputs read comes from the file
+    back = S.build(S.StudentConfig(), tokenizer=tokenizer(), weights=False).eval()
+    back.load_state_dict(R.full_state(ck["state_dict"], back), strict=True)
+    torch.testing.assert_close(
+        back.prompt_embeddings(), model.prompt_embeddings(), atol=2e-3, rtol=0
+    )
