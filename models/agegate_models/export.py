@@ -62,11 +62,14 @@ FINETUNE_STAGES = (
 
 
 def export_onnx(model: CILFCIAE, path: str | Path, opset: int = 17) -> Path:
-    """Trace ``ExportModule(model)`` (legacy TorchScript exporter) to ``path``."""
+    """Trace ``ExportModule(model)`` (``resume.ShippedExport`` for a model from the shipped
+    graph; legacy TorchScript exporter) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from .resume import ShippedExport, ShippedStudent
+
     s = model.cfg.backbone.image_size
-    em = ExportModule(model).eval()
+    em = (ShippedExport(model) if isinstance(model, ShippedStudent) else ExportModule(model)).eval()
     names = OUTPUTS + ([P_OVER] if model.cfg.head.p_over else [])
     dyn = {n: {0: "batch"} for n in ["image", *names]}
     with torch.no_grad():

@@ -28,10 +28,15 @@ weighted mean of their 101-bin distributions is the KL target (``--kd``).
 stage 1 of the recipe and the ablations. Without it the whole tower trains (bf16 autocast
 and channels_last where they help: ``--bf16``, ``--channels-last``).
 
-Checkpoints (every epoch, ``OUT/last.pt``; ``OUT/best.pt`` = lowest ``metrics.gate_score``
-over the clean and degraded val sets): model state, optimizer state, model config, train
-config, epoch, history; ``--resume`` continues ``OUT/last.pt`` (strict load; the config
-must match but for ``epochs``).
+Checkpoints (every epoch, ``OUT/last.pt``: model state in fp16, optimizer state, model
+config, train config, epoch, step, history; ``OUT/model_fp16.pt``: the model alone, at most
+10 MB, what a commit may replace; ``OUT/best.pt`` = lowest ``metrics.gate_score`` over the
+clean and degraded val sets, float32); ``--resume PATH`` continues either from its next
+epoch (strict load; the config must match but for ``RESUME_MAY_DIFFER``).
+``--init-from-shipped models/age_student_int8.onnx`` starts from the shipped graph's
+weights (``resume.py``). ``--threads``: 2 when nothing else runs, 1 beside a build (logged
+with the reason, as is every epoch's wall time). models/README.md, "Continuing training on
+a fresh machine".
 
     python -m agegate_models.student --views C/train_144/manifest.csv,... \\
         --val C/val_144/manifest.csv --val-degraded C/val_deg_144 --tower faceres-deep \\
@@ -82,6 +87,9 @@ class StudentConfig:
     image_size: int = 144
     frozen: bool = False
     init: str = ""  # checkpoint to start from (model weights only)
+    # the shipped ONNX file to start from (resume.py: its int8 weights dequantized, the text
+    # side fixed as the graph holds it; excludes ``init`` and ``frozen``)
+    init_from_shipped: str = ""
     teachers: str = ""
     teacher_weights: str = ""
     # balancing
@@ -110,7 +118,7 @@ class StudentConfig:
     grad_clip: float = 1.0
     bf16: bool = False
     channels_last: bool = True
-    threads: int = 2
+    threads: int = 2  # intra-op threads: 2 when nothing else runs, 1 beside a build
     seed: int = 0
     steps_per_epoch: int = 0  # 0: len(train) / batch
     # model
@@ -257,11 +265,23 @@ def model_config(sc: StudentConfig) -> ModelConfig:
     )
 
 
-def build(sc: StudentConfig, tokenizer=None) -> CILFCIAE:
-    """The student with its tower (pretrained weights, then ``init`` when given)."""
+def build(sc: StudentConfig, tokenizer=None, weights: bool = True, log=print) -> nn.Module:
+    """The student with its tower (pretrained weights, then ``init`` when given), or with
+    ``init_from_shipped`` the shipped graph's module and weights (``resume.ShippedStudent``).
+    ``weights=False``: the architecture alone (a checkpoint's state replaces it)."""
+    from .resume import ShippedStudent, init_from_graph
+
     cfg = model_config(sc)
+    if sc.init_from_shipped:
+        if sc.init or sc.frozen or sc.tower not in ("faceres-deep", "faceres-nn"):
+            raise ValueError("--init-from-shipped: no --init, no --frozen, a faceres tower")
+        model = ShippedStudent(cfg)
+        if weights:
+            init_from_graph(model, sc.init_from_shipped, log)
+        return model
+    cfg.backbone.pretrained = weights
     model = CILFCIAE(cfg, build_backbone(cfg.backbone), tokenizer)
-    if sc.init:
+    if sc.init and weights:
         ck = torch.load(sc.init, map_location="cpu", weights_only=False)
         missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
         missing = [k for k in missing if not k.startswith("head.p_over")]
@@ -317,6 +337,7 @@ def to_tensor(imgs: np.ndarray, channels_last: bool) -> torch.Tensor:
 def predict_set(model: CILFCIAE, vs: ValSet, sc: StudentConfig, batch: int = 128) -> dict:
     model.eval()
     prompts = model.prompt_embeddings()
+    ctx = model.context() if hasattr(model, "context") else None  # ShippedStudent: fixed
     out = {"age": [], "sigma": [], "steps": [], "p_over": []}
     n = len(vs.ages)
     for i in range(0, n, batch):
@@ -325,7 +346,7 @@ def predict_set(model: CILFCIAE, vs: ValSet, sc: StudentConfig, batch: int = 128
         else:
             f = model.backbone(to_tensor(vs.images[i : i + batch], sc.channels_last))
             t, p = f["tokens"].float(), f["pooled"].float()
-        o = model.head(t, p, prompts)
+        o = model.head(t, p, prompts, ctx)
         for k, acc in out.items():
             if k in o:
                 acc.append(o[k])
@@ -366,14 +387,17 @@ def val_sets(sc: StudentConfig, log=print) -> list[ValSet]:
 # --------------------------------------------------------------------------- train
 
 
-def _param_groups(model: CILFCIAE, sc: StudentConfig) -> list[dict]:
+def _param_groups(model: nn.Module, sc: StudentConfig) -> list[dict]:
     head_decay = [p for p in model.head.parameters() if p.ndim >= 2]
     head_other = [p for p in model.head.parameters() if p.ndim < 2]
     groups = [
         {"params": head_decay, "weight_decay": sc.weight_decay, "lr": sc.lr},
         {"params": head_other, "weight_decay": 0.0, "lr": sc.lr},
-        {"params": list(model.text.parameters()), "weight_decay": 0.0, "lr": sc.text_lr},
     ]
+    if getattr(model, "text", None) is not None:  # not in the shipped graph's module
+        groups.append(
+            {"params": list(model.text.parameters()), "weight_decay": 0.0, "lr": sc.text_lr}
+        )
     if model.backbone is not None and not sc.frozen:
         for p in model.backbone.parameters():
             rms = float(p.detach().pow(2).mean().sqrt().clamp_min(1e-8))
@@ -382,13 +406,47 @@ def _param_groups(model: CILFCIAE, sc: StudentConfig) -> list[dict]:
     return groups
 
 
-def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) -> dict:
+# train-config keys a resumed run may change: where it writes, how long it runs, how it
+# logs and how many threads this machine gives it; ``init`` is replaced by the checkpoint
+RESUME_MAY_DIFFER = ("epochs", "out", "threads", "log_every", "init")
+
+
+def check_resume_config(old: dict, new: dict, path: str | Path) -> None:
+    """Refuse to resume a checkpoint made with another train config, naming the keys."""
+    keys = (set(old) | set(new)) - set(RESUME_MAY_DIFFER)
+    diff = {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(keys)}
+    diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+    if diff:
+        raise ValueError(f"--resume {path}: config differs (checkpoint, now): {diff}")
+
+
+def thread_note(n: int) -> str:
+    """Why ``n`` intra-op threads, for the log (models/README.md: two threads run the tower
+    twice as fast on an idle 2-core box, and spin-wait beside a build)."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    why = {1: "one: a build runs beside it", 2: "two: nothing else runs"}.get(n, "as asked")
+    return f"threads {n} ({why}; --threads; load average {load:.2f} on {os.cpu_count()} cores)"
+
+
+def train(sc: StudentConfig, resume: str | Path = "", log=print, tokenizer=None) -> dict:
+    """One stage. ``resume``: a checkpoint of this run to continue from its next epoch,
+    ``OUT/last.pt`` (model + optimizer) or a model file (``OUT/model_fp16.pt``: the model
+    alone; a fresh optimizer, the schedule at the checkpoint's step)."""
+    from .resume import fp16_state, full_state, save_model_fp16
+
+    if sc.threads < 1:
+        raise ValueError(f"threads {sc.threads}: at least 1")
     out = Path(sc.out)
     out.mkdir(parents=True, exist_ok=True)
     random.seed(sc.seed)
     np.random.seed(sc.seed)
     torch.manual_seed(sc.seed)
     torch.set_num_threads(sc.threads)
+    log(thread_note(sc.threads))
+    ck = None
+    if resume:
+        ck = torch.load(resume, map_location="cpu", weights_only=False)
+        check_resume_config(ck["train_config"], json.loads(json.dumps(asdict(sc))), resume)
     views = Views([Path(v) for v in sc.views.split(",") if v], sc.image_size, log, not sc.frozen)
     n_views = len(views.manifests)
     vp = [float(p) for p in sc.view_probs.split(",")] if sc.view_probs else [1.0] * n_views
@@ -413,7 +471,7 @@ def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) ->
         tw = [float(w) for w in sc.teacher_weights.split(",")] if sc.teacher_weights else None
         teacher = ensemble(sc.teachers.split(","), tw, views.stems)
         teacher = {"probs": torch.from_numpy(teacher["probs"])}
-    model = build(sc, tokenizer=tokenizer)
+    model = build(sc, tokenizer=tokenizer, weights=ck is None, log=log)
     if sc.frozen:
         feats = [
             FeatureSet(extract_features(m, sc.image_size, backbone_kind=sc.tower, log=log))
@@ -431,19 +489,14 @@ def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) ->
     steps_per_epoch = sc.steps_per_epoch or int(keep.sum()) // sc.batch_size
     total = steps_per_epoch * sc.epochs
     start_epoch, history, best = 0, [], {"score": math.inf}
-    if resume and (out / "last.pt").exists():
-        ck = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
-        old = {k: v for k, v in ck["train_config"].items() if k not in ("epochs", "out")}
-        new = {k: v for k, v in json.loads(json.dumps(asdict(sc))).items()}
-        diff = {k: (old[k], new.get(k)) for k in old if old[k] != new.get(k)}
-        diff.pop("init", None)
-        if diff:
-            raise ValueError(f"--resume: config differs from the checkpoint's: {diff}")
-        model.load_state_dict(ck["state_dict"], strict=True)
-        opt.load_state_dict(ck["optimizer"])
+    if ck is not None:
+        model.load_state_dict(full_state(ck["state_dict"], model), strict=True)
+        if "optimizer" in ck:
+            opt.load_state_dict(ck["optimizer"])
         start_epoch, history = ck["epoch"] + 1, ck["history"]
         best = ck.get("best", best)
-        log(f"resumed {out / 'last.pt'} at epoch {start_epoch}")
+        what = "model + optimizer" if "optimizer" in ck else "model alone, a fresh optimizer"
+        log(f"resumed {resume} ({what}) at epoch {start_epoch}")
     sets = val_sets(sc, log)
     (out / "train_config.json").write_text(json.dumps(asdict(sc), indent=1))
     gen = torch.Generator().manual_seed(sc.seed * 1000 + start_epoch)
@@ -452,6 +505,7 @@ def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) ->
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, sc.epochs):
         tic = time.time()
+        log(f"epoch {epoch}: {thread_note(sc.threads)}")
         model.train()
         if sc.frozen and model.backbone is not None:
             model.backbone.eval()
@@ -518,26 +572,42 @@ def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) ->
         score = gate_score(list(res.values()))
         rec = {"epoch": epoch, "score": score, "train_s": round(train_s, 1), "val": res}
         rec["eval_s"] = round(time.time() - tic - train_s, 1)
+        rec["wall_s"] = round(time.time() - tic, 1)
+        rec["threads"] = sc.threads
         history.append(rec)
         for name, m in res.items():
             log(f"[val] epoch {epoch} {name}: {fmt(m)}")
         log(f"[val] epoch {epoch} score {score:.3f} (train {train_s:.0f} s)")
-        ck = {
-            "model_config": model.cfg.to_dict(),
-            "train_config": json.loads(json.dumps(asdict(sc))),
-            "state_dict": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "epoch": epoch,
-            "history": history,
-            "metrics": {"mae": res["clean"]["mae"], "step_mae": res["clean"]["step_mae"]},
-        }
+        log(
+            f"epoch {epoch} wall {rec['wall_s']:.1f} s (train {rec['train_s']:.1f}, "
+            f"eval {rec['eval_s']:.1f}), {sc.threads} thread(s)"
+        )
         if score < best["score"]:
             best = {"score": score, "epoch": epoch}
-        ck["best"] = best
+        meta = {
+            "train_config": json.loads(json.dumps(asdict(sc))),
+            "epoch": epoch,
+            "step": step,
+            "history": history,
+            "best": best,
+            "metrics": {"mae": res["clean"]["mae"], "step_mae": res["clean"]["step_mae"]},
+        }
+        # the model alone in fp16 (resume.py): what a commit may replace (<= MAX_MODEL_MB)
+        try:
+            save_model_fp16(out / "model_fp16.pt", model, meta)
+        except ValueError as e:
+            log(f"no model_fp16.pt: {e}")
+        ck = {
+            "model_kind": getattr(model, "kind", "cilf"),
+            "model_config": model.cfg.to_dict(),
+            "state_dict": fp16_state(model),
+            "optimizer": opt.state_dict(),
+            **meta,
+        }
         torch.save(ck, out / "last.part")
         os.replace(out / "last.part", out / "last.pt")
-        if best["epoch"] == epoch:
-            torch.save(ck, out / "best.part")
+        if best["epoch"] == epoch:  # float32: what export reads
+            torch.save({**ck, "state_dict": model.state_dict()}, out / "best.part")
             os.replace(out / "best.part", out / "best.pt")
         (out / "history.json").write_text(json.dumps(history, indent=1))
     summary = {"best": best, "epochs": len(history)}
@@ -549,6 +619,13 @@ def train(sc: StudentConfig, resume: bool = False, log=print, tokenizer=None) ->
 # --------------------------------------------------------------------------- CLI
 
 
+def _bool(s: str) -> bool:
+    v = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+    if s.lower() not in v:
+        raise argparse.ArgumentTypeError(f"{s!r}: true or false")
+    return v[s.lower()]
+
+
 def _add_args(ap: argparse.ArgumentParser, dc, prefix: str = "") -> None:
     for f in dataclasses.fields(dc):
         if f.name == "loss":
@@ -557,7 +634,7 @@ def _add_args(ap: argparse.ArgumentParser, dc, prefix: str = "") -> None:
         name = "--" + prefix + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
-            ap.add_argument(name, type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+            ap.add_argument(name, type=_bool, default=None)
         else:
             ap.add_argument(name, type=type(default) if default is not None else str, default=None)
 
@@ -575,9 +652,17 @@ def config_from_args(a: argparse.Namespace) -> StudentConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agegate_models.student", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="python -m agegate_models.student", description=__doc__, allow_abbrev=False
+    )
     _add_args(ap, StudentConfig)
-    ap.add_argument("--resume", action="store_true", help="continue OUT/last.pt")
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue this run's checkpoint (OUT/last.pt, or OUT/model_fp16.pt / a committed "
+        "copy of it: the model alone) from its next epoch; the config must match",
+    )
     a = ap.parse_args(argv)
     sc = config_from_args(a)
     if not sc.views or not sc.val:
@@ -586,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     def log(s: str) -> None:
         print(time.strftime("%H:%M:%S ") + s, flush=True)
 
-    train(sc, resume=a.resume, log=log)
+    if a.resume and not a.resume.is_file():
+        ap.error(f"--resume {a.resume}: no such file")
+    train(sc, resume=a.resume or "", log=log)
     return 0
 
 

@@ -381,6 +381,10 @@ def load_checkpoint(path: str | Path, with_backbone: bool = False, tokenizer=Non
     from .model import build_backbone
 
     ck = torch.load(path, map_location="cpu", weights_only=False)
+    if ck.get("model_kind") == "shipped":  # a run from the shipped graph's weights (resume.py)
+        from .resume import load_model_checkpoint
+
+        return load_model_checkpoint(path)
     cfg = ModelConfig.from_dict(ck["model_config"])
     if any(k.startswith("backbone.") for k in ck["state_dict"]):
         # student.py checkpoints carry the whole (fine-tuned) tower in the model state

@@ -5,6 +5,12 @@
 #
 #   scripts/train_v2.sh [crops|teachers|stage1|stage2|export|eval|all]
 #   scripts/train_v2.sh ablations   # the model card's stage-1 rows (not part of `all`)
+#   INIT=shipped scripts/train_v2.sh stage2   # stage 2 from the shipped graph's weights
+#   THREADS=2 scripts/train_v2.sh ...         # two threads when no build runs beside it
+#
+# Stage 2 resumes from $R/v2_s2/last.pt, else from the committed fp16 model file
+# checkpoints/v2_s2_fp16.pt (v2_s2_shipped with INIT=shipped; models/README.md
+# "Continuing training on a fresh machine").
 #
 # Times on a 2-core Xeon with a Rust build beside it: crops ~40 min, teachers ~2 h
 # (the CILF teacher at 224 px: 45 min), stage 1 ~30 min, stage 2 ~25 min per epoch,
@@ -15,12 +21,20 @@ PY=${PY:-$HOME/.cache/agegate/venv/bin/python}
 AGEGATE=${AGEGATE:-../target/release/agegate}
 DATA=${DATA:-../../shared/data/utkface}
 C=.cache/crops T=.cache/teachers R=${RUNS:-$HOME/.cache/agegate/runs}
+# intra-op threads: 1 beside a Rust build (two spin-wait there), 2 on an idle 2-core box
+THREADS=${THREADS:-1}
+INIT=${INIT:-s1}
 stage=${1:-all}
 # The runtime's crops, with the board the eval uses (the default path is the repo root's).
 crops() { "$AGEGATE" crops --board ../boards/dev.toml "$@"; }
 want() { [ "$stage" = all ] || [ "$stage" = "$1" ]; }
 case $stage in crops | teachers | stage1 | stage2 | export | eval | all | ablations) ;;
 *) echo "train_v2.sh: unknown stage '$stage'" >&2; exit 2 ;; esac
+case $INIT in s1 | shipped) ;;
+*) echo "train_v2.sh: INIT '$INIT': s1 or shipped" >&2; exit 2 ;; esac
+# stage 2's run: from stage 1 (v2_s2) or from the shipped graph (v2_s2_shipped)
+S2=v2_s2
+if [ "$INIT" = shipped ]; then S2=v2_s2_shipped; fi
 
 if want crops; then
     # The runtime's own crops (detector + alignment), clean, in scenes, and degraded val.
@@ -62,7 +76,7 @@ if want teachers; then
 fi
 
 common=(--views $C/train_144/manifest.csv --val $C/val_144/manifest.csv
-    --val-degraded $C/val_deg_144 --tower faceres-deep --image-size 144 --threads 1)
+    --val-degraded $C/val_deg_144 --tower faceres-deep --image-size 144 --threads "$THREADS")
 
 if want stage1; then
     # The head alone on the frozen tower, age-balanced sampling (LDS, alpha 1).
@@ -74,20 +88,26 @@ fi
 if want stage2; then
     # The whole tower and head on clean and scene crops, on-the-fly degradations,
     # balanced sampling, band-bias penalty on the first estimate, teacher-ensemble KD.
-    resume=(); [ -f $R/v2_s2/last.pt ] && resume=(--resume)
+    # INIT=shipped: from the shipped graph (its int8 weights dequantized, its text side
+    # fixed; the 2nd and 3rd correction steps, not in the graph, start fresh) into v2_s2_shipped
+    init=(--init $R/s1_a1/last.pt)
+    if [ "$INIT" = shipped ]; then init=(--init-from-shipped age_student_int8.onnx); fi
+    resume=()
+    if [ -f $R/$S2/last.pt ]; then resume=(--resume $R/$S2/last.pt)
+    elif [ -f checkpoints/${S2}_fp16.pt ]; then resume=(--resume checkpoints/${S2}_fp16.pt); fi
     $PY -m agegate_models.student "${common[@]}" \
         --views $C/train_144/manifest.csv,$C/train_scene_144/manifest.csv --view-probs 0.6,0.4 \
-        --init $R/s1_a1/last.pt \
+        "${init[@]}" \
         --teachers $T/cilf-deep224_train.npz,$T/faceres-deep_train.npz,$T/faceres_train.npz,$T/agev1_train.npz \
         --teacher-weights 2,1,1,0.5 --loss-kd 0.5 \
         --balance sample --balance-alpha 1.0 --loss-bias 0.02 --loss-bias-step 0 \
         --epochs 4 --batch-size 64 --lr 3e-4 --text-lr 1e-4 --tower-lr 5e-4 --warmup-steps 150 \
-        --aug-p 0.5 --log-every 25 --out $R/v2_s2 "${resume[@]}"
+        --aug-p 0.5 --log-every 25 --out $R/$S2 "${resume[@]}"
 fi
 
 if want export; then
     # int8 weights + the p_over output; then re-pin the board files to the new file.
-    $PY -m agegate_models.export --student $R/v2_s2/best.pt --no-fixture
+    $PY -m agegate_models.export --student $R/$S2/best.pt --no-fixture
     (cd .. && scripts/pin-boards)
 fi
 

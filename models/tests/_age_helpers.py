@@ -68,3 +68,18 @@ def tiny_model(seed: int = 0, size: int = 32, **head):
     for k, v in head.items():
         setattr(cfg.head, k, v)
     return build_model(cfg, tokenizer=tokenizer())
+
+
+def noise_manifest(d: Path, n: int, size: int = 64, seed: int = 0) -> Path:
+    """``n`` noise images of ``size`` px in ``d`` and their ``manifest.csv`` (ages 10 + 7 i)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True)
+    rows = ["path,age"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+        rows.append(f"{i}.png,{10 + 7 * i}")
+    (d / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return d / "manifest.csv"

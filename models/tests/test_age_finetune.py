@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from _age_helpers import require_fetched, tokenizer
-from PIL import Image
+from _age_helpers import noise_manifest, require_fetched, tokenizer
 
 from agegate_models.data import FeatureSet
 from agegate_models.finetune import (
@@ -77,19 +74,8 @@ def test_tail_backbone_state_roundtrip(faceres):
         assert not torch.allclose(faceres(x)["tokens"], tok)
 
 
-def _manifest(d: Path, n: int, size: int = 64) -> Path:
-    rng = np.random.default_rng(0)
-    d.mkdir(parents=True)
-    rows = ["path,age"]
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
-        rows.append(f"{i}.png,{10 + 7 * i}")
-    (d / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return d / "manifest.csv"
-
-
 def test_extract_and_train_tail(tmp_path, faceres):
-    m = _manifest(tmp_path / "data", 12)
+    m = noise_manifest(tmp_path / "data", 12)
     cache = tmp_path / "feat"
     d = extract_prefix(m, 64, 12, cache=cache, prefix=TowerPrefix(12), log=lambda s: None)
     dg = extract_prefix(m, 64, 12, True, 0.5, 0, cache=cache, log=lambda s: None)

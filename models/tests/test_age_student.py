@@ -150,12 +150,17 @@ def test_student_trains_checkpoints_and_resumes(tmp_path, data):
     assert set(hist[0]["val"]) == {"clean", "scan"}
     assert len(hist[0]["val"]["clean"]["step_mae"]) == 3
     sc.epochs = 2
-    S.train(sc, resume=True, log=lambda s: None, tokenizer=tokenizer())
+    S.train(sc, resume=run / "last.pt", log=lambda s: None, tokenizer=tokenizer())
     ck2 = torch.load(run / "last.pt", weights_only=False)
     assert ck2["epoch"] == 1 and len(ck2["history"]) == 2
+    mf = torch.load(run / "model_fp16.pt", weights_only=False)  # the model alone, fp16
+    assert "optimizer" not in mf and "text.token_embedding.weight:rows" in mf["state_dict"]
+    sc.epochs = 3
+    S.train(sc, resume=run / "model_fp16.pt", log=lambda s: None, tokenizer=tokenizer())
+    assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 2
     sc.lr = 1.0  # another config: refused
-    with pytest.raises(ValueError):
-        S.train(sc, resume=True, log=lambda s: None, tokenizer=tokenizer())
+    with pytest.raises(ValueError, match="'lr'"):
+        S.train(sc, resume=run / "last.pt", log=lambda s: None, tokenizer=tokenizer())
     from agegate_models.train import load_checkpoint
 
     model = load_checkpoint(run / "best.pt", tokenizer=tokenizer())
