@@ -12,8 +12,10 @@
 //! the audit log record decisions, age bands, confidence, sigma and timings, never
 //! images, crops, embeddings or estimated ages.
 //!
-//! **No per-frame allocation** after warm-up: the frame, the serial buffers, the inbox and
-//! the action list are reused (the pipeline's own tensors are the engine's business).
+//! **No per-frame allocation in the loop itself** after warm-up: the frame, the serial
+//! buffers, the inbox and the action list are reused. The stages it calls are not held to
+//! it: the engine's tensors are the engine's business, and liveness, where a board has it,
+//! builds its image pyramid each frame.
 
 mod act;
 pub mod clock;
