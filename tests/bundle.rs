@@ -609,33 +609,18 @@ fn a_hostile_tar_is_refused_before_it_is_buffered_and_its_names_escaped() {
         std::fs::write(&path, header.as_bytes()).expect("write");
         path
     };
+    use tar::EntryType::{GNULongName, Regular, XHeader};
     for (name, kind, what) in [
-        (
-            "PaxHeaders/age.onnx",
-            tar::EntryType::XHeader,
-            "a PAX extended header",
-        ),
-        (
-            "././@LongLink",
-            tar::EntryType::GNULongName,
-            "a GNU long-name header",
-        ),
-        (
-            "age.onnx",
-            tar::EntryType::Regular,
-            "before the signed manifest",
-        ),
-        (
-            "manifest.json",
-            tar::EntryType::Regular,
-            "more than the 65536",
-        ),
+        ("PaxHeaders/age.onnx", XHeader, "a PAX extended header"),
+        ("././@LongLink", GNULongName, "a GNU long-name header"),
+        ("age.onnx", Regular, "before the signed manifest"),
+        ("manifest.json", Regular, "more than the 65536"),
     ] {
         refused(&install(&one_header(name, 1 << 30, kind), &board), what);
     }
     // A name that would rewrite the terminal's last line into an "installed" report.
     let forged = "x\x1b[1A\x1b[2K\r{\"installed\":\"0\"}";
-    let o = install(&one_header(forged, 1, tar::EntryType::Regular), &board);
+    let o = install(&one_header(forged, 1, Regular), &board);
     refused(&o, "unexpected member `x\\u{1b}[1A\\u{1b}[2K\\r{");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(

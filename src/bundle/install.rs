@@ -298,6 +298,20 @@ mod tests {
         names
     }
 
+    /// A root under `dir` (not made yet), a key, and two bundles signed for it.
+    fn two_bundles(dir: &Path) -> (PathBuf, minisign_verify::PublicKey, Verified, Verified) {
+        let (pair, public) = keypair();
+        let first = read(&packed(dir, "a.agb", &pair), &public).unwrap();
+        let out = dir.join("b.agb");
+        let c = Contents {
+            label: "second",
+            ..contents("rpi5", POLICY_TOML)
+        };
+        pack(&c, &pair.sk, &out).unwrap();
+        let second = read(&out, &public).unwrap();
+        (dir.join("bundles"), public, first, second)
+    }
+
     #[test]
     fn install_keeps_one_previous_and_rollback_swaps_them() {
         let dir = tempfile::tempdir().unwrap();
@@ -336,19 +350,11 @@ mod tests {
     #[test]
     fn a_staged_bundle_dropped_without_commit_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("bundles");
-        let (pair, public) = keypair();
-        let first = read(&packed(dir.path(), "a.agb", &pair), &public).unwrap();
+        let (root, public, first, second) = two_bundles(dir.path());
         let lock = RootLock::acquire(&root, LOCK_WAIT).unwrap();
         stage(&first, &lock).unwrap().commit().unwrap();
         let before = listing(&root);
-        let out = dir.path().join("b.agb");
-        let c = Contents {
-            label: "second",
-            ..contents("rpi5", POLICY_TOML)
-        };
-        pack(&c, &pair.sk, &out).unwrap();
-        let staged = stage(&read(&out, &public).unwrap(), &lock).unwrap();
+        let staged = stage(&second, &lock).unwrap();
         assert!(staged.dir().join(AGE).is_file());
         drop(staged);
         assert_eq!(listing(&root), before);
@@ -361,16 +367,7 @@ mod tests {
     #[test]
     fn a_damaged_folder_of_the_same_bundle_is_replaced_not_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("bundles");
-        let (pair, public) = keypair();
-        let first = read(&packed(dir.path(), "a.agb", &pair), &public).unwrap();
-        let out = dir.path().join("b.agb");
-        let c = Contents {
-            label: "second",
-            ..contents("rpi5", POLICY_TOML)
-        };
-        pack(&c, &pair.sk, &out).unwrap();
-        let second = read(&out, &public).unwrap();
+        let (root, public, first, second) = two_bundles(dir.path());
         let lock = RootLock::acquire(&root, LOCK_WAIT).unwrap();
         for damage in ["delete", "alter"] {
             stage(&first, &lock).unwrap().commit().unwrap();
