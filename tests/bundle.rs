@@ -400,3 +400,231 @@ fn keygen_makes_keys_bundle_signs_with_and_never_overwrites() {
     let o = install(&out, &board);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `current` under `root` names a complete bundle: its signature, policy and both model
+/// files check.
+fn assert_current_complete(root: &Path, public: &Path, case: &str) {
+    let key = agegate::bundle::read_public_key(public).expect("key");
+    let installed = agegate::bundle::open_current(root, &key)
+        .unwrap_or_else(|e| panic!("{case}: {e}; {:?}", listing(root)));
+    for (file, pin) in [
+        (installed.detector(), installed.detector_sha256),
+        (installed.age(), installed.age_sha256),
+    ] {
+        let found = agegate::digest::Sha256::of_file(&file)
+            .unwrap_or_else(|e| panic!("{case}: {}: {e}; {:?}", file.display(), listing(root)));
+        assert_eq!(found, pin, "{case}: {}", file.display());
+    }
+}
+
+#[test]
+fn reinstalling_a_bundle_over_its_damaged_folder_repairs_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (secret, public, _) = key_pair(dir.path(), "fleet");
+    let board = bundle_board(dir.path(), "dev", &public);
+    let (first, second) = (
+        pack_dev(dir.path(), &secret, "first"),
+        pack_dev(dir.path(), &secret, "second"),
+    );
+    let installed = |bundle: &Path| -> String {
+        let o = install(bundle, &board);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+        v["installed"].as_str().expect("id").to_string()
+    };
+    let first_id = installed(&first);
+    installed(&second);
+    // The first bundle, now `previous`, loses its age model; installing it again must not
+    // point `current` at what is left.
+    let bundles = dir.path().join("bundles");
+    std::fs::remove_file(bundles.join(&first_id).join("age.onnx")).expect("remove");
+    assert_eq!(installed(&first), first_id);
+    assert_current_complete(&bundles, &public, "reinstalled over a damaged folder");
+    assert_eq!(estimate(&board)["decision"], "ALLOW");
+}
+
+/// Holds an exclusive flock on `path` until dropped, as an install at work does.
+struct HeldLock {
+    _file: std::fs::File,
+}
+
+impl HeldLock {
+    fn take(path: &Path) -> Self {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .expect("lock file");
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(
+            locked,
+            0,
+            "{}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        );
+        Self { _file: file }
+    }
+}
+
+#[test]
+fn installs_take_turns_on_the_bundle_root_and_current_stays_complete() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (secret, public, _) = key_pair(dir.path(), "fleet");
+    let board = bundle_board(dir.path(), "dev", &public);
+    let bundles = [
+        pack_dev(dir.path(), &secret, "a"),
+        pack_dev(dir.path(), &secret, "b"),
+    ];
+    assert!(install(&bundles[0], &board).status.success());
+    let bundle_root = dir.path().join("bundles");
+    let before = listing(&bundle_root);
+
+    // While the root is locked, an install waits (saying so) and changes nothing.
+    let held = HeldLock::take(&bundle_root.join(agegate::bundle::LOCK_FILE));
+    let mut child = agegate()
+        .args(["install-bundle", s(&bundles[1]), "--board", s(&board)])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agegate");
+    // Kept open to the end: the install may still write to it.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let waiting = stderr
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("waiting for it"));
+    assert!(
+        waiting.is_some(),
+        "the install did not wait for the lock: {:?}",
+        child.wait_with_output().map(|o| o.status)
+    );
+    assert_eq!(
+        listing(&bundle_root),
+        before,
+        "changed while the root was locked"
+    );
+    drop(held);
+    let o = child.wait_with_output().expect("wait");
+    assert!(o.status.success(), "{o:?}");
+    drop(stderr);
+    assert_current_complete(&bundle_root, &public, "after the wait");
+
+    // Two at once, over and over on the same root: both succeed, `current` complete.
+    for round in 0..4 {
+        let children: Vec<_> = bundles
+            .iter()
+            .map(|b| {
+                agegate()
+                    .args(["install-bundle", s(b), "--board", s(&board)])
+                    .current_dir(root())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start agegate")
+            })
+            .collect();
+        for child in children {
+            let o = child.wait_with_output().expect("wait");
+            assert!(o.status.success(), "round {round}: {o:?}");
+        }
+        assert_current_complete(&bundle_root, &public, &format!("round {round}"));
+    }
+}
+
+/// Runs `agegate install-bundle FILE`, failing the test if it has not ended within 60 s (a
+/// FIFO would block a reader forever).
+fn install_within_a_minute(bundle: &Path, board: &Path) -> Output {
+    let mut child = agegate()
+        .args(["install-bundle", s(bundle), "--board", s(board)])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start agegate");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!(
+                "install-bundle {} still running after 60 s",
+                bundle.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_bundle_is_read_from_a_regular_file_of_bounded_size_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, public, _) = key_pair(dir.path(), "fleet");
+    let board = bundle_board(dir.path(), "dev", &public);
+    let fifo = dir.path().join("fifo.agb");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.expect("mkfifo").success());
+    let huge = dir.path().join("huge.agb");
+    // Sparse: past the whole file's bound without using the disk.
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(agegate::bundle::MAX_BUNDLE_BYTES + 1))
+        .expect("sparse file");
+    let bound = format!("more than the {}", agegate::bundle::MAX_BUNDLE_BYTES);
+    for (path, what) in [
+        (fifo, "not a regular file but a FIFO"),
+        (
+            PathBuf::from("/dev/zero"),
+            "not a regular file but a device",
+        ),
+        (
+            dir.path().to_path_buf(),
+            "not a regular file but a directory",
+        ),
+        (huge, bound.as_str()),
+    ] {
+        let o = install_within_a_minute(&path, &board);
+        refused(&o, what);
+        refused(&o, s(&path));
+    }
+}
+
+#[test]
+fn a_hostile_tar_is_refused_before_it_is_buffered_and_its_names_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, public, _) = key_pair(dir.path(), "fleet");
+    let board = bundle_board(dir.path(), "dev", &public);
+    // One tar header (the body it claims is not there: it must not be read).
+    let one_header = |name: &str, size: u64, kind: tar::EntryType| -> PathBuf {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).expect("a short name");
+        header.set_size(size);
+        header.set_entry_type(kind);
+        header.set_cksum();
+        let path = dir.path().join("hostile.agb");
+        std::fs::write(&path, header.as_bytes()).expect("write");
+        path
+    };
+    use tar::EntryType::{GNULongName, Regular, XHeader};
+    for (name, kind, what) in [
+        ("PaxHeaders/age.onnx", XHeader, "a PAX extended header"),
+        ("././@LongLink", GNULongName, "a GNU long-name header"),
+        ("age.onnx", Regular, "before the signed manifest"),
+        ("manifest.json", Regular, "more than the 65536"),
+    ] {
+        refused(&install(&one_header(name, 1 << 30, kind), &board), what);
+    }
+    // A name that would rewrite the terminal's last line into an "installed" report.
+    let forged = "x\x1b[1A\x1b[2K\r{\"installed\":\"0\"}";
+    let o = install(&one_header(forged, 1, Regular), &board);
+    refused(&o, "unexpected member `x\\u{1b}[1A\\u{1b}[2K\\r{");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stderr.trim_end().chars().any(char::is_control),
+        "{stderr:?}"
+    );
+}

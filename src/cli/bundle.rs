@@ -28,7 +28,10 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<Outcome> {
         .map_err(|e| anyhow::anyhow!("cannot encode the public key: {e}"))?;
     for path in [&args.secret_key, &args.public_key] {
         if path.exists() {
-            bail!("{}: exists (a key is never overwritten)", path.display());
+            bail!(
+                "{}: exists (a key is never overwritten)",
+                bundle::escape_path(path)
+            );
         }
     }
     // The secret key readable by its owner only.
@@ -44,7 +47,7 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<Outcome> {
             .mode(mode)
             .open(path)
             .and_then(|mut f| f.write_all(text.as_bytes()))
-            .with_context(|| format!("{}: cannot write it", path.display()))?;
+            .with_context(|| format!("{}: cannot write it", bundle::escape_path(path)))?;
     }
     print_line(
         &serde_json::json!({
@@ -58,16 +61,21 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<Outcome> {
 }
 
 fn read_password(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("password file {}: cannot read it", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "password file {}: cannot read it",
+            bundle::escape_path(path)
+        )
+    })?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
     let mut board = Board::load_without_devices(&args.board)?;
     let policy_toml = match &args.policy {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("policy file {}: cannot read it", path.display()))?,
+        Some(path) => std::fs::read_to_string(path).with_context(|| {
+            format!("policy file {}: cannot read it", bundle::escape_path(path))
+        })?,
         None => board_policy_section(&args.board)?,
     };
     let policy = bundle::parse_policy(&policy_toml)
@@ -78,7 +86,7 @@ pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
     Pipeline::from_board(&board)?;
     let read = |path: &std::path::Path| {
         std::fs::read(path)
-            .with_context(|| format!("model file {}: cannot read it", path.display()))
+            .with_context(|| format!("model file {}: cannot read it", bundle::escape_path(path)))
     };
     let (detector, age) = (read(&board.detector_model)?, read(&board.age_model)?);
     let secret_key = read_secret_key(&args)?;
@@ -103,14 +111,18 @@ pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
 
 /// The board file's own `[policy]` table, as a `policy.toml` text.
 fn board_policy_section(board_path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(board_path)
-        .with_context(|| format!("board file {}: cannot read it", board_path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("board file {}", board_path.display()))?;
+    let text = std::fs::read_to_string(board_path).with_context(|| {
+        format!(
+            "board file {}: cannot read it",
+            bundle::escape_path(board_path)
+        )
+    })?;
+    let table: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("board file {}", bundle::escape_path(board_path)))?;
     let Some(policy) = table.get("policy") else {
         bail!(
             "board file {} has no [policy] (its bundle carries it): give --policy FILE",
-            board_path.display()
+            bundle::escape_path(board_path)
         );
     };
     let mut section = toml::Table::new();
@@ -121,7 +133,7 @@ fn board_policy_section(board_path: &std::path::Path) -> Result<String> {
 fn read_secret_key(args: &BundleArgs) -> Result<minisign::SecretKey> {
     let path = &args.secret_key;
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("secret key {}: cannot read it", path.display()))?;
+        .with_context(|| format!("secret key {}: cannot read it", bundle::escape_path(path)))?;
     let key = match &args.password_file {
         Some(pw_path) => minisign::SecretKey::from_box(text.into(), Some(read_password(pw_path)?)),
         None => minisign::SecretKeyBox::from_string(&text)
@@ -130,7 +142,7 @@ fn read_secret_key(args: &BundleArgs) -> Result<minisign::SecretKey> {
     key.map_err(|e| {
         anyhow::anyhow!(
             "secret key {}: {e} (a key made with a password needs --password-file)",
-            path.display()
+            bundle::escape_path(path)
         )
     })
 }
@@ -145,22 +157,26 @@ pub(super) fn install(args: InstallBundleArgs) -> Result<Outcome> {
         if given_key != trusted {
             bail!(
                 "--pubkey {} is not the key board {} trusts (models.bundle_pubkey = {})",
-                given.display(),
-                args.board.display(),
-                target.pubkey.display()
+                bundle::escape_path(given),
+                bundle::escape_path(&args.board),
+                bundle::escape_path(&target.pubkey)
             );
         }
     }
     let verified = bundle::read(&args.bundle, &trusted)?;
     verified.check_board(&args.bundle, &target.board)?;
-    let staged = bundle::stage(&verified, &target.root)?;
+    // One install or rollback at a time, from staging to pruning: another one's prune
+    // would delete this one's staging folder or just-renamed bundle. A second run waits
+    // (bounded, then refuses naming the lock file).
+    let lock = bundle::RootLock::acquire(&target.root, bundle::LOCK_WAIT)?;
+    let staged = bundle::stage(&verified, &lock)?;
     // The model contract, on this board's engine and settings, with the staged files: a
     // bundle that fails it is removed (dropping `staged`) and the running set stays.
     let board = Board::load_with_bundle(&args.board, staged.dir())?;
     Pipeline::from_board(&board).with_context(|| {
         format!(
             "bundle {}: refused, the models fail their contract",
-            args.bundle.display()
+            bundle::escape_path(&args.bundle)
         )
     })?;
     let id = staged.id().to_string();
@@ -182,7 +198,8 @@ pub(super) fn install(args: InstallBundleArgs) -> Result<Outcome> {
 pub(super) fn rollback(args: RollbackArgs) -> Result<Outcome> {
     let target = Board::load_bundle_target(&args.board)?;
     let key = bundle::read_public_key(&target.pubkey)?;
-    let current = bundle::rollback(&target.root, &key)?;
+    let lock = bundle::RootLock::acquire(&target.root, bundle::LOCK_WAIT)?;
+    let current = bundle::rollback(&lock, &key)?;
     print_line(
         &serde_json::json!({
             "current": current,

@@ -4,11 +4,13 @@
 //! installs it, `agegate rollback` returns to the one before.
 //!
 //! A bundle file is a tar archive of exactly these members: `manifest.json`,
-//! `manifest.json.minisig`, `detector.onnx`, `age.onnx`, `policy.toml`. The signature
-//! covers the manifest; the manifest holds every other member's SHA-256 and size, so one
-//! signature check and three hash checks vouch for all of it. Everything is checked in
-//! memory before a byte is written: a bad signature, a truncated or altered file, a bundle
-//! for another board or a policy that does not validate never reaches the disk.
+//! `manifest.json.minisig`, `detector.onnx`, `age.onnx`, `policy.toml`, the first two
+//! first. The signature covers the manifest; the manifest holds every other member's
+//! SHA-256 and size, so one signature check and three hash checks vouch for all of it.
+//! Everything is checked in memory before a byte is written: a bad signature, a truncated
+//! or altered file, a bundle for another board or a policy that does not validate never
+//! reaches the disk. Reading is bounded ([`read`]): without the fleet's key, a file can
+//! make the reader hold no more than the manifest and signature bounds.
 //!
 //! Installed, under the root a board names (`[models] bundle`):
 //!
@@ -16,6 +18,7 @@
 //! <root>/<id>/              one folder per bundle (id: the manifest's SHA-256, 16 digits)
 //! <root>/current -> <id>    what the daemon runs
 //! <root>/previous -> <id>   what `rollback` returns to
+//! <root>/.lock              locked (flock) by the one install or rollback at work
 //! ```
 //!
 //! A new bundle is written to `<root>/.<id>.partial`, each file synced, then renamed to
@@ -24,14 +27,20 @@
 //! current and previous bundles are kept. The daemon reads a bundle through `current` once,
 //! at start, and checks its signature again then.
 
+mod install;
+mod read;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::decide::{Policy, RawPolicy};
 use crate::digest::Sha256;
+
+use install::link_target;
+pub use install::{rollback, stage, RootLock, Staged, LOCK_FILE, LOCK_WAIT};
+pub use read::{read, MAX_BUNDLE_BYTES, MAX_SIGNED_BYTES};
 
 /// `manifest.format` of the bundles this build writes and reads.
 pub const FORMAT: &str = "agegate-bundle/1";
@@ -42,47 +51,73 @@ pub const AGE: &str = "age.onnx";
 pub const POLICY: &str = "policy.toml";
 /// The members the manifest lists (everything but itself and its signature).
 const LISTED: [&str; 3] = [DETECTOR, AGE, POLICY];
-/// No member may be larger (the shipped age model is 7.6 MB): a corrupt size field must
-/// not make the reader allocate a board's whole memory.
+/// No listed member may be larger (the shipped age model is 7.6 MB): the reader holds a
+/// bundle in memory, and a board has little of it. A manifest listing a larger member is
+/// refused even when signed.
 pub const MAX_MEMBER_BYTES: u64 = 64 << 20;
 pub const CURRENT: &str = "current";
 pub const PREVIOUS: &str = "previous";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: cannot read it: {cause}")]
+    #[error("{}: cannot read it: {cause}", escape_path(.path))]
     Read {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("{path}: cannot write it: {cause}")]
+    #[error("{}: cannot write it: {cause}", escape_path(.path))]
     Write {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("bundle {path}: {message}")]
+    #[error("bundle {}: {message}", escape_path(.path))]
     Format { path: PathBuf, message: String },
-    #[error("bundle {path}: signature refused: {message}")]
+    #[error("bundle {}: signature refused: {message}", escape_path(.path))]
     Signature { path: PathBuf, message: String },
-    #[error("bundle {path}: {member} hashes to {found}, its manifest says {expected}")]
+    #[error("bundle {}: {member} hashes to {found}, its manifest says {}", escape_path(.path), escape(.expected))]
     Hash {
         path: PathBuf,
         member: String,
         expected: String,
         found: Sha256,
     },
-    #[error("bundle {path} is for board `{bundle}`, this board is `{board}`")]
+    #[error("bundle {} is for board `{}`, this board is `{}`", escape_path(.path), escape(.bundle), escape(.board))]
     OtherBoard {
         path: PathBuf,
         bundle: String,
         board: String,
     },
-    #[error("bundle {path}: policy.toml: {message}")]
+    #[error("bundle {}: policy.toml: {message}", escape_path(.path))]
     Policy { path: PathBuf, message: String },
-    #[error("key {path}: {message}")]
+    #[error("key {}: {message}", escape_path(.path))]
     Key { path: PathBuf, message: String },
-    #[error("{root}: no previous bundle to roll back to")]
+    #[error("{}: no previous bundle to roll back to", escape_path(.root))]
     NoPrevious { root: PathBuf },
+    /// The bundle root's lock file, and why it could not be taken.
+    #[error("{}: {message}", escape_path(.path))]
+    Lock { path: PathBuf, message: String },
+}
+
+/// A name from outside (a tar member's name, a manifest's field) as a message shows it:
+/// control and other invisible characters as Rust escapes (`\u{1b}`), the rest as it is. A
+/// raw escape sequence in a member's name could rewrite the terminal's last lines and
+/// forge an "installed" report.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        // Quotes and backslashes are printable: only what `escape_debug` escapes otherwise.
+        if matches!(c, '\\' | '"' | '\'') {
+            out.push(c);
+        } else {
+            out.extend(c.escape_debug());
+        }
+    }
+    out
+}
+
+/// A path as a message shows it (see [`escape`]).
+pub fn escape_path(path: &Path) -> String {
+    escape(&path.to_string_lossy())
 }
 
 /// `manifest.json`.
@@ -159,6 +194,19 @@ pub fn pack(
         (AGE, contents.age),
         (POLICY, contents.policy_toml.as_bytes()),
     ];
+    // What no board would read is not signed.
+    if let Some((name, bytes)) = members
+        .iter()
+        .find(|(_, bytes)| bytes.len() as u64 > MAX_MEMBER_BYTES)
+    {
+        return Err(BundleError::Format {
+            path: out.to_path_buf(),
+            message: format!(
+                "{name} is {} bytes, more than the {MAX_MEMBER_BYTES} a member may hold",
+                bytes.len()
+            ),
+        });
+    }
     let manifest = Manifest {
         format: FORMAT.into(),
         board: contents.board.into(),
@@ -248,77 +296,6 @@ impl Verified {
     }
 }
 
-/// Reads a bundle file and checks all of it: the member list, the signature against `key`,
-/// the format, every listed hash and size, and the policy's rules.
-pub fn read(path: &Path, key: &minisign_verify::PublicKey) -> Result<Verified, BundleError> {
-    let format_err = |message: String| BundleError::Format {
-        path: path.to_path_buf(),
-        message,
-    };
-    let file = std::fs::File::open(path).map_err(|cause| BundleError::Read {
-        path: path.to_path_buf(),
-        cause,
-    })?;
-    let mut archive = tar::Archive::new(file);
-    let mut members = BTreeMap::new();
-    let entries = archive
-        .entries()
-        .map_err(|e| format_err(format!("not a bundle (tar): {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| format_err(format!("damaged or truncated: {e}")))?;
-        let name = entry
-            .path()
-            .map_err(|e| format_err(format!("a member's name: {e}")))?
-            .to_string_lossy()
-            .into_owned();
-        let known =
-            [MANIFEST, SIGNATURE].contains(&name.as_str()) || LISTED.contains(&name.as_str());
-        if !(entry.header().entry_type().is_file() && known) {
-            return Err(format_err(format!("unexpected member `{name}`")));
-        }
-        let size = entry.header().size().unwrap_or(u64::MAX);
-        if size > MAX_MEMBER_BYTES {
-            return Err(format_err(format!(
-                "member `{name}` claims {size} bytes, more than {MAX_MEMBER_BYTES}"
-            )));
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut bytes)
-            .map_err(|e| format_err(format!("member `{name}` is cut short: {e}")))?;
-        if bytes.len() as u64 != size {
-            return Err(format_err(format!("member `{name}` is cut short")));
-        }
-        if members.insert(name.clone(), bytes).is_some() {
-            return Err(format_err(format!("member `{name}` appears twice")));
-        }
-    }
-    for name in [MANIFEST, SIGNATURE].iter().chain(&LISTED) {
-        if !members.contains_key(*name) {
-            return Err(format_err(format!(
-                "no member `{name}` (damaged or truncated)"
-            )));
-        }
-    }
-    let manifest = check_manifest(path, &members[MANIFEST], &members[SIGNATURE], key)?;
-    for name in LISTED {
-        check_listed(path, &manifest, name, &members[name])?;
-    }
-    let policy_text = std::str::from_utf8(&members[POLICY]).map_err(|_| BundleError::Policy {
-        path: path.to_path_buf(),
-        message: "not UTF-8 text".into(),
-    })?;
-    parse_policy(policy_text).map_err(|message| BundleError::Policy {
-        path: path.to_path_buf(),
-        message,
-    })?;
-    Ok(Verified {
-        id: bundle_id(&members[MANIFEST]),
-        manifest,
-        members,
-    })
-}
-
 fn bundle_id(manifest_bytes: &[u8]) -> String {
     Sha256::of_bytes(manifest_bytes).to_string()[..16].to_string()
 }
@@ -350,7 +327,7 @@ fn check_manifest(
             path: path.to_path_buf(),
             message: format!(
                 "format `{}`: this agegate reads `{FORMAT}`",
-                manifest.format
+                escape(&manifest.format)
             ),
         });
     }
@@ -361,6 +338,19 @@ fn check_manifest(
         return Err(BundleError::Format {
             path: path.to_path_buf(),
             message: format!("the manifest lists {listed:?}, a bundle holds {expected:?}"),
+        });
+    }
+    if let Some((name, listed)) = manifest
+        .files
+        .iter()
+        .find(|(_, listed)| listed.bytes > MAX_MEMBER_BYTES)
+    {
+        return Err(BundleError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "the manifest lists {name} at {} bytes, more than the {MAX_MEMBER_BYTES} a member may hold",
+                listed.bytes
+            ),
         });
     }
     Ok(manifest)
@@ -384,109 +374,6 @@ fn check_listed(
         });
     }
     Ok(())
-}
-
-/// A verified bundle written to its folder but not yet made current: check what needs the
-/// engine (the model contract) on [`Staged::dir`], then [`Staged::commit`]. Dropped
-/// without a commit, the folder is removed and nothing else has changed.
-pub struct Staged {
-    root: PathBuf,
-    dir: PathBuf,
-    id: String,
-    committed: bool,
-}
-
-impl Staged {
-    /// Where the staged bundle's files are.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Makes the staged bundle current and the one it replaces previous; removes any
-    /// other. Returns the id `previous` now names, if any.
-    pub fn commit(mut self) -> Result<Option<String>, BundleError> {
-        let final_dir = self.root.join(&self.id);
-        if final_dir != self.dir {
-            if final_dir.exists() {
-                // The same bundle again (same manifest): its folder is already complete.
-                remove_dir(&self.dir)?;
-            } else {
-                std::fs::rename(&self.dir, &final_dir).map_err(|cause| BundleError::Write {
-                    path: final_dir.clone(),
-                    cause,
-                })?;
-            }
-        }
-        self.committed = true;
-        let old_current = link_target(&self.root.join(CURRENT));
-        let previous = match old_current {
-            Some(old) if old != self.id => {
-                replace_link(&self.root, PREVIOUS, &old)?;
-                Some(old)
-            }
-            _ => link_target(&self.root.join(PREVIOUS)),
-        };
-        replace_link(&self.root, CURRENT, &self.id)?;
-        sync_dir(&self.root)?;
-        prune(&self.root, &[Some(self.id.clone()), previous.clone()])?;
-        Ok(previous)
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Writes a verified bundle under `root` (made if missing) without touching `current`.
-pub fn stage(bundle: &Verified, root: &Path) -> Result<Staged, BundleError> {
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |cause| BundleError::Write { path, cause }
-    };
-    std::fs::create_dir_all(root).map_err(write_err(root))?;
-    let dir = root.join(format!(".{}.partial", bundle.id));
-    if dir.exists() {
-        remove_dir(&dir)?;
-    }
-    std::fs::create_dir(&dir).map_err(write_err(&dir))?;
-    let staged = Staged {
-        root: root.to_path_buf(),
-        dir,
-        id: bundle.id.clone(),
-        committed: false,
-    };
-    for (name, bytes) in &bundle.members {
-        let path = staged.dir.join(name);
-        let mut file = std::fs::File::create(&path).map_err(write_err(&path))?;
-        file.write_all(bytes).map_err(write_err(&path))?;
-        file.sync_all().map_err(write_err(&path))?;
-    }
-    sync_dir(&staged.dir)?;
-    Ok(staged)
-}
-
-/// Makes `previous` current and `current` previous, after checking the previous bundle's
-/// signature and hashes again. Returns the id now current.
-pub fn rollback(root: &Path, key: &minisign_verify::PublicKey) -> Result<String, BundleError> {
-    let previous = link_target(&root.join(PREVIOUS)).ok_or_else(|| BundleError::NoPrevious {
-        root: root.to_path_buf(),
-    })?;
-    open_dir(&root.join(&previous), key)?;
-    let current = link_target(&root.join(CURRENT));
-    replace_link(root, CURRENT, &previous)?;
-    if let Some(current) = current {
-        replace_link(root, PREVIOUS, &current)?;
-    }
-    sync_dir(root)?;
-    Ok(previous)
 }
 
 /// An installed bundle, checked again as the daemon starts.
@@ -560,71 +447,20 @@ pub fn open_dir(dir: &Path, key: &minisign_verify::PublicKey) -> Result<Installe
     })
 }
 
-/// The id a link in the bundle root names, if it is one.
-fn link_target(link: &Path) -> Option<String> {
-    let target = std::fs::read_link(link).ok()?;
-    target.to_str().map(str::to_string)
-}
-
-/// Points `root/name` at `target` by renaming a new link over it (atomic).
-fn replace_link(root: &Path, name: &str, target: &str) -> Result<(), BundleError> {
-    let tmp = root.join(format!(".{name}.new"));
-    let _ = std::fs::remove_file(&tmp);
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |cause| BundleError::Write { path, cause }
-    };
-    std::os::unix::fs::symlink(target, &tmp).map_err(write_err(&tmp))?;
-    std::fs::rename(&tmp, root.join(name)).map_err(write_err(&root.join(name)))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), BundleError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|cause| BundleError::Write {
-            path: dir.to_path_buf(),
-            cause,
-        })
-}
-
-fn remove_dir(dir: &Path) -> Result<(), BundleError> {
-    std::fs::remove_dir_all(dir).map_err(|cause| BundleError::Write {
-        path: dir.to_path_buf(),
-        cause,
-    })
-}
-
-/// Removes the bundle folders (and leftover partial ones) that neither link names.
-fn prune(root: &Path, keep: &[Option<String>]) -> Result<(), BundleError> {
-    let entries = std::fs::read_dir(root).map_err(|cause| BundleError::Read {
-        path: root.to_path_buf(),
-        cause,
-    })?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_bundle_dir = entry.file_type().is_ok_and(|t| t.is_dir())
-            && (name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit())
-                || name.ends_with(".partial"));
-        if is_bundle_dir && !keep.iter().flatten().any(|k| *k == name) {
-            remove_dir(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const POLICY_TOML: &str = "[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1.0\n";
+    pub(super) const POLICY_TOML: &str =
+        "[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1.0\n";
 
-    fn keypair() -> (minisign::KeyPair, minisign_verify::PublicKey) {
+    pub(super) fn keypair() -> (minisign::KeyPair, minisign_verify::PublicKey) {
         let pair = minisign::KeyPair::generate_unencrypted_keypair().expect("keypair");
         let public = minisign_verify::PublicKey::from_base64(&pair.pk.to_base64()).expect("pk");
         (pair, public)
     }
 
-    fn contents<'a>(board: &'a str, policy: &'a str) -> Contents<'a> {
+    pub(super) fn contents<'a>(board: &'a str, policy: &'a str) -> Contents<'a> {
         Contents {
             board,
             label: "test",
@@ -634,7 +470,7 @@ mod tests {
         }
     }
 
-    fn packed(dir: &Path, name: &str, pair: &minisign::KeyPair) -> PathBuf {
+    pub(super) fn packed(dir: &Path, name: &str, pair: &minisign::KeyPair) -> PathBuf {
         let out = dir.join(name);
         pack(&contents("rpi5", POLICY_TOML), &pair.sk, &out).expect("pack");
         out
@@ -713,86 +549,14 @@ mod tests {
         );
     }
 
-    fn listing(root: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(root)
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                let name = e.file_name().to_string_lossy().into_owned();
-                match std::fs::read_link(e.path()) {
-                    Ok(t) => format!("{name} -> {}", t.display()),
-                    Err(_) => name,
-                }
-            })
-            .collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn install_keeps_one_previous_and_rollback_swaps_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("bundles");
-        let (pair, public) = keypair();
-        let mut ids = vec![];
-        for label in ["one", "two", "three"] {
-            let out = dir.path().join(format!("{label}.agb"));
-            let c = Contents {
-                label,
-                ..contents("rpi5", POLICY_TOML)
-            };
-            pack(&c, &pair.sk, &out).unwrap();
-            let bundle = read(&out, &public).unwrap();
-            let staged = stage(&bundle, &root).unwrap();
-            ids.push(staged.id().to_string());
-            staged.commit().unwrap();
-        }
-        let current = open_current(&root, &public).unwrap();
-        assert_eq!(current.manifest.label, "three");
-        let mut expected = vec![
-            ids[1].clone(),
-            ids[2].clone(),
-            format!("current -> {}", ids[2]),
-            format!("previous -> {}", ids[1]),
-        ];
-        expected.sort();
-        assert_eq!(listing(&root), expected, "the first bundle is pruned");
-        assert_eq!(rollback(&root, &public).unwrap(), ids[1]);
-        assert_eq!(open_current(&root, &public).unwrap().manifest.label, "two");
-        assert_eq!(rollback(&root, &public).unwrap(), ids[2]);
-    }
-
-    #[test]
-    fn a_staged_bundle_dropped_without_commit_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("bundles");
-        let (pair, public) = keypair();
-        let first = read(&packed(dir.path(), "a.agb", &pair), &public).unwrap();
-        stage(&first, &root).unwrap().commit().unwrap();
-        let before = listing(&root);
-        let out = dir.path().join("b.agb");
-        let c = Contents {
-            label: "second",
-            ..contents("rpi5", POLICY_TOML)
-        };
-        pack(&c, &pair.sk, &out).unwrap();
-        let staged = stage(&read(&out, &public).unwrap(), &root).unwrap();
-        assert!(staged.dir().join(AGE).is_file());
-        drop(staged);
-        assert_eq!(listing(&root), before);
-        assert!(
-            rollback(&root, &public).is_err(),
-            "no previous after one install"
-        );
-    }
-
     #[test]
     fn an_installed_bundle_altered_on_disk_is_refused_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("bundles");
         let (pair, public) = keypair();
         let bundle = read(&packed(dir.path(), "a.agb", &pair), &public).unwrap();
-        stage(&bundle, &root).unwrap().commit().unwrap();
+        let lock = RootLock::acquire(&root, LOCK_WAIT).unwrap();
+        stage(&bundle, &lock).unwrap().commit().unwrap();
         let policy = root.join(CURRENT).join(POLICY);
         std::fs::write(
             &policy,
@@ -801,5 +565,23 @@ mod tests {
         .unwrap();
         let err = open_current(&root, &public).unwrap_err();
         assert!(matches!(err, BundleError::Hash { .. }), "{err}");
+    }
+
+    #[test]
+    fn names_from_outside_are_shown_escaped() {
+        let forged = "age.onnx\x1b[1A\x1b[2K\r{\"installed\":\"x\"}\u{202e}\n";
+        let shown = escape(forged);
+        assert!(!shown.chars().any(|c| c.is_control()), "{shown}");
+        assert_eq!(
+            shown,
+            "age.onnx\\u{1b}[1A\\u{1b}[2K\\r{\"installed\":\"x\"}\\u{202e}\\n"
+        );
+        let plain = "/var/lib/agegate/bundles/rpi5 v2's \"best\".agb";
+        assert_eq!(escape(plain), plain, "a plain name is shown as it is");
+        let err = BundleError::Format {
+            path: PathBuf::from("/tmp/b\x1b[2J.agb"),
+            message: "m".into(),
+        };
+        assert_eq!(err.to_string(), "bundle /tmp/b\\u{1b}[2J.agb: m");
     }
 }
