@@ -20,6 +20,24 @@ pub(crate) fn checksum(bytes: &[u8]) -> u8 {
     bytes.iter().fold(0u8, |sum, b| sum.wrapping_add(*b))
 }
 
+/// `payload` (a block without its checksum) has `expected` bytes, or `what` has the wrong
+/// length.
+pub(crate) fn exact_len(
+    what: &'static str,
+    expected: usize,
+    payload: &[u8],
+) -> Result<(), MdbError> {
+    if payload.len() == expected {
+        Ok(())
+    } else {
+        Err(MdbError::BadLength {
+            what,
+            expected,
+            len: payload.len(),
+        })
+    }
+}
+
 /// A view over a buffer that holds exactly one block (the checksum is its last byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Block<T: AsRef<[u8]>> {

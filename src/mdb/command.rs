@@ -14,7 +14,7 @@
 //! Every block ends with its checksum (not shown). Which of these layouts were read in a
 //! source and which are inferred: docs/mdb.md.
 
-use super::block::{Block, BlockBuf};
+use super::block::{exact_len, Block, BlockBuf};
 use super::{MdbError, ADDRESS_MASK, AVD_ADDRESS, MAX_BLOCK};
 
 /// The command bits (the address byte's low three bits, MDB §2 "Block Format").
@@ -119,17 +119,7 @@ impl Command {
             command: first,
             sub,
         };
-        let exact = |what, expected: usize| {
-            if payload.len() == expected {
-                Ok(())
-            } else {
-                Err(MdbError::BadLength {
-                    what,
-                    expected,
-                    len: payload.len(),
-                })
-            }
-        };
+        let exact = |what, expected| exact_len(what, expected, payload);
         match command {
             code::RESET => exact("RESET", 1).map(|()| Self::Reset),
             code::POLL => exact("POLL", 1).map(|()| Self::Poll),

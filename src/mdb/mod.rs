@@ -182,7 +182,8 @@ pub struct Counters {
     /// Data blocks the VMC NAKed, or did not answer within t-response; kept for the next
     /// POLL.
     pub unacknowledged: u32,
-    /// Replies the transport reported as not sent in time.
+    /// Blocks to the AVD that ended (the line went quiet) only after their t-response
+    /// deadline had passed: too late to answer, unanswered.
     pub missed_replies: u32,
     /// DRAVS received while age verification was off (no DRAVP with an age yet); no
     /// verification is started.

@@ -13,7 +13,7 @@
 //! The checksum follows (not shown); ACK and NAK alone are single words, not blocks.
 //! Which layouts were read and which are inferred: docs/mdb.md.
 
-use super::block::{Block, BlockBuf};
+use super::block::{exact_len as exact, Block, BlockBuf};
 use super::command::{DRAVP, DRAVP_TAG, DRAVS, DRAVS_TAG};
 use super::{MdbError, MAX_BLOCK};
 
@@ -60,18 +60,6 @@ pub(crate) fn non_bcd(bytes: &[u8]) -> Option<u8> {
         .iter()
         .copied()
         .find(|b| (b >> 4) > 9 || (b & 0x0F) > 9)
-}
-
-fn exact(what: &'static str, expected: usize, payload: &[u8]) -> Result<(), MdbError> {
-    if payload.len() == expected {
-        Ok(())
-    } else {
-        Err(MdbError::BadLength {
-            what,
-            expected,
-            len: payload.len(),
-        })
-    }
 }
 
 fn array<const N: usize>(payload: &[u8], from: usize) -> [u8; N] {

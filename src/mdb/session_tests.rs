@@ -6,6 +6,7 @@ use super::command::Command;
 use super::response::Response;
 use super::tests::with_chk;
 use super::*;
+use crate::tools::stats::Rng;
 
 /// A VMC and a clock: sends blocks word by word, a word's time apart, and collects what
 /// the AVD does.
@@ -71,8 +72,8 @@ impl Bus {
         Micros(self.now)
     }
 
-    /// The VMC sends `bytes` (the first with the mode bit), then the line stays quiet.
-    fn vmc(&mut self, bytes: &[u8]) -> Got {
+    /// The VMC sends `bytes`, the first with the mode bit, a word's time apart.
+    fn words(&mut self, bytes: &[u8]) -> Got {
         let mut got = Got::default();
         for (i, b) in bytes.iter().enumerate() {
             let word = Word {
@@ -82,6 +83,12 @@ impl Bus {
             let now = self.tick(timing::WORD_US);
             got.take(self.avd.on_word(word, now));
         }
+        got
+    }
+
+    /// The VMC sends `bytes` (the first with the mode bit), then the line stays quiet.
+    fn vmc(&mut self, bytes: &[u8]) -> Got {
+        let mut got = self.words(bytes);
         if got.words.is_none() {
             let now = self.tick(timing::GAP_US + 1);
             got.take(self.avd.on_idle(now));
@@ -247,18 +254,7 @@ fn truncated_blocks_and_missing_mode_bits_are_silent() {
     let dravp = Command::Dravp { age: 18 }.emit().unwrap();
     assert!(bus.vmc(&dravp[..5]).words.is_none());
     // DRAVP cut by the next address byte: the POLL is still answered.
-    let mut got = Got::default();
-    for (i, b) in dravp[..4].iter().enumerate() {
-        let now = bus.tick(timing::WORD_US);
-        got.take(bus.avd.on_word(
-            Word {
-                data: *b,
-                mode: i == 0,
-            },
-            now,
-        ));
-    }
-    assert!(got.words.is_none());
+    assert!(bus.words(&dravp[..4]).words.is_none());
     assert_eq!(bus.vmc(&[0x6A, 0x6A]).data(), Response::JustReset);
     bus.answer(ACK);
     // POLL without the mode bit on its address byte.
@@ -284,35 +280,12 @@ fn truncated_blocks_and_missing_mode_bits_are_silent() {
 fn a_reply_later_than_t_response_is_not_sent() {
     let mut bus = Bus::new(AvdSettings::default());
     // REQUEST ID ends at idle; the transport noticed the quiet line 6 ms late.
-    for (i, b) in [0x6F, 0x00, 0x6F].iter().enumerate() {
-        let now = bus.tick(timing::WORD_US);
-        assert!(bus
-            .avd
-            .on_word(
-                Word {
-                    data: *b,
-                    mode: i == 0
-                },
-                now
-            )
-            .transmit
-            .is_none());
-    }
+    assert!(bus.words(&[0x6F, 0x00, 0x6F]).words.is_none());
     let now = bus.tick(6_000);
     assert!(bus.avd.on_idle(now).transmit.is_none());
     assert_eq!(bus.avd.counters().missed_replies, 1);
     // In time, the deadline is t-response after the last byte.
-    let mut got = Got::default();
-    for (i, b) in [0x6F, 0x00, 0x6F].iter().enumerate() {
-        let now = bus.tick(timing::WORD_US);
-        got.take(bus.avd.on_word(
-            Word {
-                data: *b,
-                mode: i == 0,
-            },
-            now,
-        ));
-    }
+    assert!(bus.words(&[0x6F, 0x00, 0x6F]).words.is_none());
     let last = bus.now;
     let now = bus.tick(timing::GAP_US + 1);
     let outcome = bus.avd.on_idle(now);
@@ -420,22 +393,6 @@ fn every_dravp_age_byte_is_handled_and_approves_nothing() {
     }
 }
 
-/// xorshift64*: deterministic, no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Whether `words` carry an approval (a DRAVS answer with bit 4 of its first feature byte).
 fn approves(words: &[Word]) -> bool {
     let bytes: Vec<u8> = words.iter().map(|w| w.data).collect();
@@ -451,7 +408,7 @@ fn approves(words: &[Word]) -> bool {
 /// approval, and the receiver's buffer bounded (a block never exceeds 36 bytes).
 #[test]
 fn random_traffic_never_answers_others_and_never_approves() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(30);
     let blocks: Vec<Vec<u8>> = vec![
         Command::Reset.emit().unwrap().to_vec(),
         Command::Poll.emit().unwrap().to_vec(),
@@ -469,8 +426,8 @@ fn random_traffic_never_answers_others_and_never_approves() {
         let mut last_address: Option<u8> = None;
         for _ in 0..400 {
             now += match rng.below(4) {
-                0 => timing::GAP_US + rng.below(10_000),
-                _ => rng.below(timing::WORD_US * 2),
+                0 => timing::GAP_US + rng.below(10_000) as u64,
+                _ => rng.below(2 * timing::WORD_US as usize) as u64,
             };
             let outcome = match rng.below(20) {
                 0 => avd.on_idle(Micros(now)),
@@ -488,9 +445,9 @@ fn random_traffic_never_answers_others_and_never_approves() {
                     Outcome::default()
                 }
                 3..=8 => {
-                    let mut block = blocks[rng.below(blocks.len() as u64) as usize].clone();
+                    let mut block = blocks[rng.below(blocks.len())].clone();
                     if rng.below(4) == 0 {
-                        let at = rng.below(block.len() as u64) as usize;
+                        let at = rng.below(block.len());
                         block[at] ^= 1 << rng.below(8);
                     }
                     let mut merged = Outcome::default();
@@ -513,7 +470,7 @@ fn random_traffic_never_answers_others_and_never_approves() {
                 }
                 _ => {
                     let word = Word {
-                        data: rng.next() as u8,
+                        data: rng.next_u64() as u8,
                         mode: rng.below(3) == 0,
                     };
                     if word.mode {
