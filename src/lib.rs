@@ -7,7 +7,8 @@
 //! for one image; [`daemon`] runs the whole device loop: a decision core without I/O and
 //! the shell that feeds it; [`digest`] hashes what a board pins, [`bundle`] packs, checks
 //! and installs signed model bundles. [`engine`] runs the ONNX graphs; [`config`] reads
-//! board files, whose sections each subsystem validates itself ([`settings`]). [`tools`]
+//! board files, whose sections each subsystem validates itself ([`settings`]). [`mdb`] is
+//! the vending machine bus (MDB/ICP) as an Age Verification Device, pure logic so far. [`tools`]
 //! are what is built around the firmware (eval, crops, bench); [`telemetry`] tells an MQTT
 //! broker what the unit does.
 //!
@@ -29,6 +30,7 @@ pub mod engine;
 pub mod estimate;
 pub mod jpeg;
 pub mod liveness;
+pub mod mdb;
 pub mod photo;
 #[cfg(feature = "inference")]
 pub mod pipeline;
