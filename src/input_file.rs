@@ -276,7 +276,7 @@ mod tests {
         );
         assert!(problem(dir.path()).ends_with(": is a directory, not a regular file"));
         let m = problem(&dir.path().join("none"));
-        assert!(m.ends_with("none: no such file"), "{m}");
+        assert!(m.ends_with("none: cannot read it: no such file"), "{m}");
     }
 
     #[test]
@@ -288,7 +288,7 @@ mod tests {
         std::fs::write(&path, b"123456789").unwrap();
         let m = problem(&path);
         assert!(
-            m.ends_with("f: more than 8 bytes, the most a test file may have"),
+            m.ends_with("f: cannot read it: more than 8 bytes, the most a test file may have"),
             "{m}"
         );
         assert_eq!(bytes(MANIFEST.max_bytes), "16 MiB");

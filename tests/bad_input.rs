@@ -464,6 +464,7 @@ fn a_board_whose_liveness_cannot_flag_anything_is_refused() {
     // All thresholds 0: the attack recording was let through (ALLOW) before.
     let zero = "[liveness]\nmin_real = 0.0\nmin_live = 0.0\nmax_planar_residual = 0.0\n\
                 max_tracked_residual = 0.0\nmin_motion = 0.0\nblink_ratio = 0.0\n";
+    assert!(parse_edited("dev-liveness", &[]).is_ok());
     let err = parse_edited("dev-liveness", &[("[liveness]\n", zero)]).unwrap_err();
     assert!(
         err.contains("key `liveness.min_real`: 0: give 0.05 to 1"),
