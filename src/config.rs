@@ -17,12 +17,16 @@ use crate::decide::{Policy, RawPolicy};
 use crate::detect::{DetectorSettings, RawDetector};
 use crate::digest::Sha256;
 use crate::engine::{RawRuntime, RuntimeSettings};
+use crate::input_file;
 use crate::liveness::{LivenessConfig, RawLiveness};
 use crate::quality::{QualitySettings, RawQuality};
 use crate::serial::{RawSerial, SerialSettings};
 use crate::session::{RawSession, SessionSettings};
 use crate::settings::KeyError;
 use crate::telemetry::{RawTelemetry, TelemetrySettings};
+
+/// The longest board `name`.
+const MAX_NAME_CHARS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -198,21 +202,16 @@ fn bundle_target(raw: &RawModels, base: &Path) -> Result<Option<(PathBuf, PathBu
     Ok(Some((base.join(root), base.join(pubkey))))
 }
 
-/// `path` resolved against the board's folder `base`, if it names a file there.
+/// `path` resolved against the board's folder `base`, if it names a regular file there
+/// (what is wrong with it named otherwise: missing, a FIFO, a directory).
 pub(crate) fn existing_model_file(
     key: &str,
     base: &Path,
     path: &Path,
 ) -> Result<PathBuf, KeyError> {
     let full = base.join(path);
-    if full.is_file() {
-        Ok(full)
-    } else {
-        Err(KeyError::new(
-            key,
-            format!("no such file: {}", full.display()),
-        ))
-    }
+    input_file::open(&full, input_file::MODEL).map_err(|e| KeyError::new(key, e.to_string()))?;
+    Ok(full)
 }
 
 /// A model file's pin as a board writes it (`sha256sum`'s hex), if given.
@@ -229,9 +228,9 @@ pub(crate) fn parse_pin(key: &str, text: Option<&str>) -> Result<Option<Sha256>,
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+    input_file::read_to_string(path, input_file::BOARD_FILE).map_err(|e| ConfigError::Read {
         path: path.to_path_buf(),
-        cause,
+        cause: e.into(),
     })
 }
 
@@ -368,6 +367,16 @@ impl Board {
         let base = path.parent().unwrap_or(Path::new("."));
         if raw.name.trim().is_empty() {
             return Err(invalid(KeyError::new("name", "is empty")));
+        }
+        // The name goes into logs, events and bundle manifests: a line's worth of text.
+        let chars = raw.name.chars().count();
+        if chars > MAX_NAME_CHARS || raw.name.chars().any(char::is_control) {
+            return Err(invalid(KeyError::new(
+                "name",
+                format!(
+                    "{chars} characters: give at most {MAX_NAME_CHARS}, without control characters"
+                ),
+            )));
         }
         let (models, bundle_policy) =
             Models::from_raw(&raw.models, base, bundle_dir).map_err(invalid)?;

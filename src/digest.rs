@@ -15,11 +15,11 @@ impl Sha256 {
         Self(sha2::Sha256::digest(bytes).into())
     }
 
-    /// Streams the file (a model is megabytes).
+    /// Streams the model file (a model is megabytes): a regular file only, and no more
+    /// than a model may hold (a FIFO or a device would never end).
     pub fn of_file(path: &Path) -> std::io::Result<Self> {
-        let mut file = std::fs::File::open(path)?;
         let mut hasher = sha2::Sha256::new();
-        std::io::copy(&mut file, &mut hasher)?;
+        crate::input_file::copy_to(path, crate::input_file::MODEL, &mut hasher)?;
         Ok(Self(hasher.finalize().into()))
     }
 

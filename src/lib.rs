@@ -28,6 +28,7 @@ pub mod digest;
 pub mod domain;
 pub mod engine;
 pub mod estimate;
+pub mod input_file;
 pub mod jpeg;
 pub mod liveness;
 pub mod mdb;

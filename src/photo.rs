@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+use crate::input_file;
 use crate::jpeg::{self, JpegError};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,11 +59,11 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage, PhotoError> {
 /// Reads and decodes a photo of at most `max_pixels` pixels (a board's bound).
 pub fn load_rgb_within(path: &Path, max_pixels: u64) -> Result<RgbImage, PhotoError> {
     let owned = || path.to_path_buf();
-    let bytes = std::fs::read(path).map_err(|cause| match cause.kind() {
-        std::io::ErrorKind::NotFound => PhotoError::Missing { path: owned() },
+    let bytes = input_file::read(path, input_file::PHOTO).map_err(|e| match e.problem {
+        input_file::Problem::Missing => PhotoError::Missing { path: owned() },
         _ => PhotoError::Unreadable {
             path: owned(),
-            cause,
+            cause: e.into(),
         },
     })?;
     decode_rgb(&bytes, path, max_pixels)

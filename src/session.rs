@@ -130,6 +130,13 @@ impl Default for SessionSettings {
     }
 }
 
+/// `session.timeout_ms`: a tenth of a second sees at least a frame at 15 fps; an hour is
+/// the longest a host could want to wait on one person (a waiting session holds nothing
+/// open: the gate stays closed), and keeps the time arithmetic far from overflow.
+const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+/// `session.lost_face_ms`: a face gone for a minute is someone else's when it comes back.
+const LOST_FACE_MS: std::ops::RangeInclusive<u64> = 1..=60_000;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SessionSettingsError {
     #[error("session.min_frames ({0}) must be at least 1")]
@@ -138,11 +145,11 @@ pub enum SessionSettingsError {
         "session.max_frames ({max}) must be at least min_frames ({min}) and at most {MAX_WINDOW}"
     )]
     MaxFrames { min: usize, max: usize },
-    #[error("session.timeout_ms ({0}) must be above 0")]
+    #[error("session.timeout_ms ({0}) must be from {lo} to {hi}", lo = TIMEOUT_MS.start(), hi = TIMEOUT_MS.end())]
     TimeoutMs(u64),
     #[error("session.iou_threshold ({0}) must be a number in (0, 1]")]
     IouThreshold(f32),
-    #[error("session.lost_face_ms ({0}) must be above 0")]
+    #[error("session.lost_face_ms ({0}) must be from {lo} to {hi}", lo = LOST_FACE_MS.start(), hi = LOST_FACE_MS.end())]
     LostFaceMs(u64),
     #[error("session.other_face_min_px ({0}) must be a number from 1 to 10000")]
     OtherFaceMinPx(f32),
@@ -179,13 +186,13 @@ impl SessionSettings {
                 max: self.max_frames,
             });
         }
-        if self.timeout_ms == 0 {
+        if !TIMEOUT_MS.contains(&self.timeout_ms) {
             return Err(SessionSettingsError::TimeoutMs(self.timeout_ms));
         }
         if !(self.iou_threshold > 0.0 && self.iou_threshold <= 1.0) {
             return Err(SessionSettingsError::IouThreshold(self.iou_threshold));
         }
-        if self.lost_face_ms == 0 {
+        if !LOST_FACE_MS.contains(&self.lost_face_ms) {
             return Err(SessionSettingsError::LostFaceMs(self.lost_face_ms));
         }
         if !(1.0..=10_000.0).contains(&self.other_face_min_px) {
@@ -828,6 +835,13 @@ mod tests {
             ),
             (
                 SessionSettings {
+                    timeout_ms: 1_000_000_000_000_000,
+                    ..base
+                },
+                "timeout_ms",
+            ),
+            (
+                SessionSettings {
                     iou_threshold: 0.0,
                     ..base
                 },
@@ -850,6 +864,13 @@ mod tests {
             (
                 SessionSettings {
                     lost_face_ms: 0,
+                    ..base
+                },
+                "lost_face_ms",
+            ),
+            (
+                SessionSettings {
+                    lost_face_ms: u64::MAX,
                     ..base
                 },
                 "lost_face_ms",

@@ -138,7 +138,7 @@ fn other_image_formats_are_named_unsupported() {
 
 #[test]
 fn an_unreadable_file_names_its_cause_once() {
-    // A folder where a photo should be: read(2) fails with EISDIR.
+    // A folder where a photo should be: refused before it is opened.
     let dir = tempfile::tempdir().unwrap();
     let out = agegate()
         .args(["estimate"])
@@ -147,7 +147,7 @@ fn an_unreadable_file_names_its_cause_once() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let cause = "Is a directory";
+    let cause = "is a directory, not a regular file";
     assert_eq!(stdout.matches(cause).count(), 1, "{stdout}");
 }
 
@@ -219,4 +219,255 @@ fn a_manifest_with_a_column_twice_is_refused() {
     write(&path, "path,age,age\nx.jpg,30,31\n");
     let err = agegate::tools::manifest::read(&path, None).unwrap_err();
     assert!(err.to_string().contains("`age` twice"), "{err}");
+}
+
+/// Runs `cmd` to its end, or fails the test after two minutes instead of hanging on a
+/// FIFO nobody writes to.
+fn guarded(cmd: &mut std::process::Command) -> std::process::Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// A FIFO nobody writes to, a device without end, one of noise, and a folder: what each
+/// input path must refuse by name, without blocking or reading.
+fn hostile_paths(dir: &std::path::Path) -> [(std::path::PathBuf, &'static str); 4] {
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let folder = dir.join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    [
+        (fifo, "is a FIFO, not a regular file"),
+        (
+            "/dev/zero".into(),
+            "is a character device, not a regular file",
+        ),
+        (
+            "/dev/urandom".into(),
+            "is a character device, not a regular file",
+        ),
+        (folder, "is a directory, not a regular file"),
+    ]
+}
+
+#[test]
+fn board_files_manifests_and_recordings_that_are_not_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = std::fs::read_to_string(root().join("boards/dev.toml")).unwrap();
+    let dev = dev.replace("../", &format!("{}/", root().display()));
+    for (i, (path, what)) in hostile_paths(dir.path()).into_iter().enumerate() {
+        let shown = path.display().to_string();
+        let recording = dir.path().join(format!("recording{i}.toml"));
+        write(
+            &recording,
+            &dev.replace(
+                &format!("{}/tests/frames/demo.mjpeg", root().display()),
+                &shown,
+            ),
+        );
+        let model = dir.path().join(format!("model{i}.toml"));
+        let detector = format!("{}/models/blazeface_short.onnx", root().display());
+        assert!(dev.contains(&detector));
+        write(&model, &dev.replace(&detector, &shown));
+        let cases: [(&[&std::ffi::OsStr], String); 5] = [
+            (
+                &["run".as_ref(), "--board".as_ref(), path.as_ref()],
+                format!("board file {shown}: cannot read it: {what}"),
+            ),
+            (
+                &["hash".as_ref(), path.as_ref()],
+                format!("board file {shown}: cannot read it: {what}"),
+            ),
+            (
+                &[
+                    "calibrate".as_ref(),
+                    "--max-minor-allow".as_ref(),
+                    "0.01".as_ref(),
+                    "--manifest".as_ref(),
+                    path.as_ref(),
+                ],
+                format!("manifest {shown}: cannot read it: {what}"),
+            ),
+            (
+                &["run".as_ref(), "--board".as_ref(), recording.as_ref()],
+                format!("key `capture.path`: recording {shown}: cannot read it: {what}"),
+            ),
+            (
+                &["run".as_ref(), "--board".as_ref(), model.as_ref()],
+                format!("key `models.detector`: model file {shown}: cannot read it: {what}"),
+            ),
+        ];
+        for (args, expected) in cases {
+            let out = guarded(agegate().args(args).current_dir(root()));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{args:?}");
+            assert!(
+                stderr.contains(&expected),
+                "{args:?}: {expected} not in {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn photos_and_manifest_rows_that_are_not_files_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = hostile_paths(dir.path());
+    let mut estimate = agegate();
+    estimate.arg("estimate").current_dir(root());
+    let mut manifest = String::from("path,age\n");
+    for (path, _) in &hostile {
+        estimate.arg(path);
+        manifest.push_str(&format!("{},30\n", path.display()));
+    }
+    let out = guarded(&mut estimate);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), hostile.len(), "{stdout}");
+    for ((path, what), line) in hostile.iter().zip(&lines) {
+        let expected = format!("{}: cannot read it: {what}", path.display());
+        assert!(line.contains(&expected), "{expected} not in {line}");
+    }
+    // The same paths as rows of a manifest: each row fails by name, the tool ends.
+    let csv = dir.path().join("rows.csv");
+    write(&csv, &manifest);
+    let out = guarded(
+        agegate()
+            .args(["crops", "--size", "64", "--manifest"])
+            .arg(&csv)
+            .arg("--out")
+            .arg(dir.path().join("crops"))
+            .current_dir(root()),
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed: Vec<&str> = summary["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(failed.len(), hostile.len(), "{summary}");
+    for ((path, what), message) in hostile.iter().zip(failed) {
+        assert_eq!(
+            message,
+            format!("{}: cannot read it: {what}", path.display())
+        );
+    }
+}
+
+#[test]
+fn inputs_over_their_kind_s_bound_are_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 2 MB board name: the board file is bounded before it is parsed.
+    let board = dir.path().join("big.toml");
+    write(&board, &format!("name = \"{}\"\n", "x".repeat(2 << 20)));
+    let out = guarded(agegate().args(["run", "--board"]).arg(&board));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "board file {}: cannot read it: more than 1 MiB, the most a board file may have",
+        board.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// The dev board (or `boards/NAME.toml`) with `(from, to)` edits, parsed as if it were
+/// that file.
+fn parse_edited(name: &str, edits: &[(&str, &str)]) -> Result<agegate::config::Board, String> {
+    let path = root().join(format!("boards/{name}.toml"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name}.toml has no `{from}`");
+        text = text.replacen(from, to, 1);
+    }
+    agegate::config::Board::parse(&text, &path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn every_board_list_number_and_string_has_a_range() {
+    let many_scales = format!("canvas_scales = [{}]", vec!["1.0"; 1000].join(", "));
+    let long_name = format!("name = \"{}\"", "x".repeat(65));
+    let long_line = format!("relay = \"{}\"", "r".repeat(32));
+    let cases: [(&[(&str, &str)], &str); 8] = [
+        (
+            &[("canvas_scales = [1.0, 2.0]", many_scales.as_str())],
+            "key `detector.canvas_scales`: 1000 scales: give 1 to 4",
+        ),
+        (
+            &[("timeout_ms = 4000", "timeout_ms = 1000000000000000")],
+            "key `session.timeout_ms`",
+        ),
+        (
+            &[("[session]", "[session]\nlost_face_ms = 9223372036854775807")],
+            "key `session.lost_face_ms`",
+        ),
+        (
+            &[("name = \"dev\"", long_name.as_str())],
+            "key `name`: 65 characters",
+        ),
+        (&[("name = \"dev\"", "name = \"de\\u0007v\"")], "key `name`"),
+        (
+            &[("fps = 15", "fps = 15\nwidth = 640")],
+            "key `capture.width`: does not apply to source `mjpeg-file`",
+        ),
+        (
+            &[("fps = 15", "fps = 15\nheight = 480")],
+            "key `capture.height`: does not apply to source `mjpeg-file`",
+        ),
+        (
+            &[("relay = \"relay\"", long_line.as_str())],
+            "key `gpio.relay`: 32 bytes",
+        ),
+    ];
+    assert!(parse_edited("dev", &[]).is_ok());
+    for (edits, expected) in cases {
+        let err = parse_edited("dev", edits).unwrap_err();
+        assert!(err.contains(expected), "{expected} not in {err}");
+    }
+}
+
+#[test]
+fn a_board_whose_liveness_cannot_flag_anything_is_refused() {
+    // All thresholds 0: the attack recording was let through (ALLOW) before.
+    let zero = "[liveness]\nmin_real = 0.0\nmin_live = 0.0\nmax_planar_residual = 0.0\n\
+                max_tracked_residual = 0.0\nmin_motion = 0.0\nblink_ratio = 0.0\n";
+    assert!(parse_edited("dev-liveness", &[]).is_ok());
+    let err = parse_edited("dev-liveness", &[("[liveness]\n", zero)]).unwrap_err();
+    assert!(
+        err.contains("key `liveness.min_real`: 0: give 0.05 to 1"),
+        "{err}"
+    );
 }

@@ -39,6 +39,10 @@ pub enum PinSpec {
     Name(String),
 }
 
+/// The longest GPIO line name: the kernel's `GPIO_MAX_NAME_SIZE` (32) less its NUL, so
+/// a longer name can never match a line.
+const MAX_LINE_NAME_BYTES: usize = 31;
+
 /// A validated `[gpio]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpioSettings {
@@ -67,6 +71,15 @@ impl GpioSettings {
                 GpioBackend::Cdev | GpioBackend::Log => {
                     if text.trim().is_empty() {
                         Err(KeyError::new(key, "empty line name (see `gpioinfo`)"))
+                    } else if text.trim().len() > MAX_LINE_NAME_BYTES {
+                        Err(KeyError::new(
+                            key,
+                            format!(
+                                "{} bytes: a GPIO line name has at most {MAX_LINE_NAME_BYTES} \
+                                 (see `gpioinfo`)",
+                                text.trim().len()
+                            ),
+                        ))
                     } else {
                         Ok(PinSpec::Name(text.trim().to_string()))
                     }

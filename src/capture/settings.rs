@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::input_file;
 use crate::settings::{in_range, KeyError};
 
 /// `[capture]` as written (paths already resolved against the board file's folder).
@@ -135,20 +136,38 @@ impl CaptureSettings {
                     format!("missing; source `{source_name}` reads a recording"),
                 ));
             };
-            let ok = if must_be_dir {
-                path.is_dir()
+            if must_be_dir {
+                if !path.is_dir() {
+                    return Err(KeyError::new(
+                        "capture.path",
+                        format!("no such folder: {}", path.display()),
+                    ));
+                }
             } else {
-                path.is_file()
-            };
-            if !ok {
-                let what = if must_be_dir { "folder" } else { "file" };
-                return Err(KeyError::new(
-                    "capture.path",
-                    format!("no such {what}: {}", path.display()),
-                ));
+                // Missing, a FIFO, a device or a folder is named here, at start.
+                input_file::open(&path, input_file::RECORDING)
+                    .map_err(|e| KeyError::new("capture.path", e.to_string()))?;
             }
             Ok(path)
         };
+        // Only a camera and raw YUYV are told their frame size; JPEG, PNM and y4m frames
+        // carry their own, and a width given for them would be silently ignored.
+        if !matches!(raw.source, SourceKind::Camera | SourceKind::YuyvFile) {
+            for (key, given) in [
+                ("capture.width", raw.width.is_some()),
+                ("capture.height", raw.height.is_some()),
+            ] {
+                if given {
+                    return Err(KeyError::new(
+                        key,
+                        format!(
+                            "does not apply to source `{source_name}`: its frames carry \
+                             their own size"
+                        ),
+                    ));
+                }
+            }
+        }
         if raw.source != SourceKind::Camera {
             if raw.device.is_some() {
                 return Err(no("capture.device"));

@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 
 use agegate::bundle::{self, Contents};
 use agegate::config::Board;
+use agegate::input_file;
 use agegate::pipeline::Pipeline;
 
 use super::{print_line, BundleArgs, InstallBundleArgs, KeygenArgs, Outcome, RollbackArgs};
@@ -61,21 +62,14 @@ pub(super) fn keygen(args: KeygenArgs) -> Result<Outcome> {
 }
 
 fn read_password(path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "password file {}: cannot read it",
-            bundle::escape_path(path)
-        )
-    })?;
+    let text = input_file::read_to_string(path, input_file::PASSWORD_FILE)?;
     Ok(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
     let mut board = Board::load_without_devices(&args.board)?;
     let policy_toml = match &args.policy {
-        Some(path) => std::fs::read_to_string(path).with_context(|| {
-            format!("policy file {}: cannot read it", bundle::escape_path(path))
-        })?,
+        Some(path) => input_file::read_to_string(path, input_file::POLICY_FILE)?,
         None => board_policy_section(&args.board)?,
     };
     let policy = bundle::parse_policy(&policy_toml)
@@ -84,10 +78,7 @@ pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
     // engine, the age model has what the policy's rule needs, the board's pins hold.
     board.policy = policy;
     Pipeline::from_board(&board)?;
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .with_context(|| format!("model file {}: cannot read it", bundle::escape_path(path)))
-    };
+    let read = |path: &std::path::Path| input_file::read(path, input_file::MODEL);
     let (detector, age) = (read(&board.detector_model)?, read(&board.age_model)?);
     let secret_key = read_secret_key(&args)?;
     let label = args.label.clone().unwrap_or_else(|| {
@@ -111,12 +102,7 @@ pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
 
 /// The board file's own `[policy]` table, as a `policy.toml` text.
 fn board_policy_section(board_path: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(board_path).with_context(|| {
-        format!(
-            "board file {}: cannot read it",
-            bundle::escape_path(board_path)
-        )
-    })?;
+    let text = input_file::read_to_string(board_path, input_file::BOARD_FILE)?;
     let table: toml::Table = toml::from_str(&text)
         .with_context(|| format!("board file {}", bundle::escape_path(board_path)))?;
     let Some(policy) = table.get("policy") else {
@@ -132,8 +118,7 @@ fn board_policy_section(board_path: &std::path::Path) -> Result<String> {
 
 fn read_secret_key(args: &BundleArgs) -> Result<minisign::SecretKey> {
     let path = &args.secret_key;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("secret key {}: cannot read it", bundle::escape_path(path)))?;
+    let text = input_file::read_to_string(path, input_file::SECRET_KEY)?;
     let key = match &args.password_file {
         Some(pw_path) => minisign::SecretKey::from_box(text.into(), Some(read_password(pw_path)?)),
         None => minisign::SecretKeyBox::from_string(&text)

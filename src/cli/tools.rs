@@ -9,6 +9,7 @@ use agegate::config::Board;
 use agegate::detect::FaceDetector;
 use agegate::digest::Sha256;
 use agegate::estimate::AgeModel;
+use agegate::input_file;
 use agegate::photo;
 use agegate::tools::{crops, eval, manifest};
 
@@ -403,8 +404,7 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
     if !(args.max_minor_allow > 0.0 && args.max_minor_allow <= 1.0) {
         bail!(calibrate::CalibrateError::Target(args.max_minor_allow));
     }
-    let manifest_bytes = std::fs::read(&args.manifest)
-        .with_context(|| format!("manifest {}: cannot read it", args.manifest.display()))?;
+    let manifest_bytes = input_file::read(&args.manifest, input_file::MANIFEST)?;
     if let Some(path) = &args.out {
         // Checked, not written: a refused calibration leaves no file behind.
         check_writable_dir(path)?;

@@ -80,6 +80,12 @@ pub struct DetectorSettings {
     pub canvas_scales: Vec<f32>,
 }
 
+/// The most `[detector] canvas_scales`: each scale is one more detector pass on every frame
+/// without a face, so a long list starves the frame loop (and the watchdog restarts it).
+/// Scale 8 already finds a face an eighth of the frame wide; four passes are room for a
+/// finer ladder than the shipped boards' `[1.0, 2.0]`.
+const MAX_CANVAS_SCALES: usize = 4;
+
 /// `[detector]` as written.
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -107,14 +113,22 @@ impl DetectorSettings {
             ));
         }
         let canvas_scales = raw.canvas_scales.unwrap_or(defaults.canvas_scales);
-        if canvas_scales.is_empty()
-            || canvas_scales
-                .iter()
-                .any(|s| !(s.is_finite() && *s >= 1.0 && *s <= 8.0))
+        if !(1..=MAX_CANVAS_SCALES).contains(&canvas_scales.len()) {
+            return Err(KeyError::new(
+                "detector.canvas_scales",
+                format!(
+                    "{} scales: give 1 to {MAX_CANVAS_SCALES}",
+                    canvas_scales.len()
+                ),
+            ));
+        }
+        if canvas_scales
+            .iter()
+            .any(|s| !(s.is_finite() && *s >= 1.0 && *s <= 8.0))
         {
             return Err(KeyError::new(
                 "detector.canvas_scales",
-                format!("{canvas_scales:?}: give one or more scales between 1 and 8"),
+                format!("{canvas_scales:?}: give scales between 1 and 8"),
             ));
         }
         Ok(Self {
@@ -314,5 +328,23 @@ mod tests {
         };
         assert_eq!(main_face(&[big_corner, big_centre], 100, 100), Some(1));
         assert_eq!(main_face(&[], 100, 100), None);
+    }
+
+    #[test]
+    fn canvas_scales_are_bounded_in_number_and_size() {
+        let scales = |v: Vec<f32>| {
+            DetectorSettings::from_raw(RawDetector {
+                canvas_scales: Some(v),
+                ..RawDetector::default()
+            })
+        };
+        assert!(scales(vec![1.0, 1.5, 2.0, 4.0]).is_ok());
+        // A million scales once meant a million detector passes on every empty frame; the
+        // message names the count, not the list.
+        let e = scales(vec![1.0; 1_000_000]).unwrap_err();
+        assert_eq!(e.key, "detector.canvas_scales");
+        assert_eq!(e.message, "1000000 scales: give 1 to 4");
+        assert_eq!(scales(vec![]).unwrap_err().message, "0 scales: give 1 to 4");
+        assert!(scales(vec![1.0, 9.0]).is_err());
     }
 }

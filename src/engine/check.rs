@@ -73,9 +73,11 @@ pub struct OnnxFile {
 }
 impl OnnxFile {
     pub fn read(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|cause| ModelError::Read {
-            path: path.to_path_buf(),
-            cause,
+        let bytes = crate::input_file::read(path, crate::input_file::MODEL).map_err(|e| {
+            ModelError::Read {
+                path: path.to_path_buf(),
+                cause: e.into(),
+            }
         })?;
         let not_onnx = |reason: String| ModelError::NotOnnx {
             path: path.to_path_buf(),

@@ -195,9 +195,11 @@ impl OrtModel {
     /// Loads `path` with `threads` intra-op threads (at least one; benchmarks use 1).
     pub fn load(path: &Path, threads: usize) -> Result<Self, ModelError> {
         // The same error as tract's for a file that is missing or unreadable.
-        let bytes = std::fs::read(path).map_err(|cause| ModelError::Read {
-            path: path.to_path_buf(),
-            cause,
+        let bytes = crate::input_file::read(path, crate::input_file::MODEL).map_err(|e| {
+            ModelError::Read {
+                path: path.to_path_buf(),
+                cause: e.into(),
+            }
         })?;
         Self::from_bytes(path, &bytes, threads)
     }

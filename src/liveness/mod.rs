@@ -167,6 +167,32 @@ impl Default for LivenessSettings {
     }
 }
 
+// The ranges of the thresholds. Each has a floor at which its cue can still flag an attack
+// (all at 0, a board's liveness flagged nothing and the attack recording was let through),
+// from what README "Liveness" measured; the shipped thresholds lie well inside.
+
+/// Passive scores (medians over the window, 0 to 1): the shipped 0.2 and 0.3 are already
+/// under the 1st percentile of real photos' scores; under 0.05 a score would have to be
+/// near certain of a spoof, which these models, that tell attacks from real photos hardly
+/// at all, never are.
+const MIN_REAL: std::ops::RangeInclusive<f32> = 0.05..=1.0;
+const MIN_LIVE: std::ops::RangeInclusive<f32> = 0.05..=1.0;
+/// Planarity of the mesh landmarks (inter-ocular distances): a plane's residual is the
+/// landmarks' jitter, measured at 0.003-0.008; under its top a print is flagged only by
+/// chance (moving prints' median is 0.013).
+const MAX_PLANAR_RESIDUAL: std::ops::RangeInclusive<f32> = 0.008..=1.0;
+/// Planarity of the followed points: they drift under 0.001 per frame step; at twice that
+/// a plane still shows under the threshold (moving attacks' median is 0.006).
+const MAX_TRACKED_RESIDUAL: std::ops::RangeInclusive<f32> = 0.002..=1.0;
+/// Stillness: a print held still "moves" by the landmarks' jitter (0.003-0.008), so a
+/// threshold under 0.005 calls hardly any of them still (the shipped 0.01 flags 89 %).
+const MIN_MOTION: std::ops::RangeInclusive<f32> = 0.005..=1.0;
+/// A blink outweighs planarity and stillness, so it is the threshold with a ceiling: near
+/// 1 every flicker of the eye aspect ratio is a blink and no attack is flagged by motion. A
+/// closed eye's ratio is well under half the open one's; 0.8 leaves room above the shipped
+/// 0.6, 0.1 below it (a lower ratio only finds fewer blinks, which refers more).
+const BLINK_RATIO: std::ops::RangeInclusive<f32> = 0.1..=0.8;
+
 /// A validated `[liveness]`: thresholds, and the model files the mode needs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LivenessConfig {
@@ -185,18 +211,14 @@ impl LivenessConfig {
     pub fn from_raw(raw: RawLiveness, base: &Path) -> Result<Self, KeyError> {
         let d = LivenessSettings::default();
         let mode = raw.mode.unwrap_or(d.mode);
-        let unit = |key: &str, v: Option<f32>, default: f32| match v {
-            None => Ok(default),
-            Some(v) if v.is_finite() => in_range(key, v, 0.0..=1.0),
-            Some(v) => Err(KeyError::new(
-                key,
-                format!("{v}: give a number from 0 to 1"),
-            )),
+        // NaN is in no range, so it is refused with the range named.
+        let unit = |key: &str, v: Option<f32>, default: f32, range| {
+            in_range(key, v.unwrap_or(default), range)
         };
         let settings = LivenessSettings {
             mode,
-            min_real: unit("liveness.min_real", raw.min_real, d.min_real)?,
-            min_live: unit("liveness.min_live", raw.min_live, d.min_live)?,
+            min_real: unit("liveness.min_real", raw.min_real, d.min_real, MIN_REAL)?,
+            min_live: unit("liveness.min_live", raw.min_live, d.min_live, MIN_LIVE)?,
             min_window_ms: in_range(
                 "liveness.min_window_ms",
                 raw.min_window_ms.unwrap_or(d.min_window_ms),
@@ -206,14 +228,26 @@ impl LivenessConfig {
                 "liveness.max_planar_residual",
                 raw.max_planar_residual,
                 d.max_planar_residual,
+                MAX_PLANAR_RESIDUAL,
             )?,
             max_tracked_residual: unit(
                 "liveness.max_tracked_residual",
                 raw.max_tracked_residual,
                 d.max_tracked_residual,
+                MAX_TRACKED_RESIDUAL,
             )?,
-            min_motion: unit("liveness.min_motion", raw.min_motion, d.min_motion)?,
-            blink_ratio: unit("liveness.blink_ratio", raw.blink_ratio, d.blink_ratio)?,
+            min_motion: unit(
+                "liveness.min_motion",
+                raw.min_motion,
+                d.min_motion,
+                MIN_MOTION,
+            )?,
+            blink_ratio: unit(
+                "liveness.blink_ratio",
+                raw.blink_ratio,
+                d.blink_ratio,
+                BLINK_RATIO,
+            )?,
         };
         let file = |key: &str, path: Option<PathBuf>, needed: bool| match path {
             None if needed => Err(KeyError::new(

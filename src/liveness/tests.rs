@@ -527,6 +527,42 @@ fn thresholds_are_validated_by_key() {
     assert!(toml::from_str::<RawLiveness>("treshold = 1").is_err());
 }
 
+/// All thresholds at 0 once made a liveness that could flag nothing (the attack recording
+/// was let through): each has a floor, and the blink, which outweighs the motion cues, a
+/// ceiling.
+#[test]
+fn thresholds_have_floors_at_which_their_cue_still_flags() {
+    let base = Path::new(".");
+    let all_zero = "min_real = 0.0\nmin_live = 0.0\nmax_planar_residual = 0.0\n\
+                    max_tracked_residual = 0.0\nmin_motion = 0.0\nblink_ratio = 0.0";
+    let raw: RawLiveness = toml::from_str(all_zero).expect("toml");
+    let e = LivenessConfig::from_raw(raw, base).unwrap_err();
+    assert_eq!(e.to_string(), "key `liveness.min_real`: 0: give 0.05 to 1");
+    for (key, text) in [
+        ("liveness.min_real", "min_real = 0.01"),
+        ("liveness.min_live", "min_live = 0.0"),
+        (
+            "liveness.max_planar_residual",
+            "max_planar_residual = 0.001",
+        ),
+        (
+            "liveness.max_tracked_residual",
+            "max_tracked_residual = 0.0",
+        ),
+        ("liveness.min_motion", "min_motion = 0.0"),
+        ("liveness.blink_ratio", "blink_ratio = 0.0"),
+        ("liveness.blink_ratio", "blink_ratio = 1.0"),
+    ] {
+        let raw: RawLiveness = toml::from_str(text).expect(text);
+        let e = LivenessConfig::from_raw(raw, base).unwrap_err();
+        assert_eq!(e.key, key, "{text}");
+    }
+    let floors = "min_real = 0.05\nmin_live = 0.05\nmax_planar_residual = 0.008\n\
+                  max_tracked_residual = 0.002\nmin_motion = 0.005\nblink_ratio = 0.8";
+    let raw: RawLiveness = toml::from_str(floors).expect("toml");
+    assert!(LivenessConfig::from_raw(raw, base).is_ok());
+}
+
 #[cfg(feature = "inference")]
 #[test]
 fn resize_bilinear_samples_as_tensorflow_does() {

@@ -193,8 +193,8 @@ fn bench_frame(
 ) -> Result<(String, Vec<u8>, RgbImage), BenchError> {
     let from_file = |path: &Path| -> Result<(String, Vec<u8>, RgbImage), BenchError> {
         let name = path.display().to_string();
-        let bytes =
-            std::fs::read(path).map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
+        let bytes = crate::input_file::read(path, crate::input_file::PHOTO)
+            .map_err(|e| BenchError::Frame(name.clone(), e.reason()))?;
         let rgb = crate::photo::decode_rgb(&bytes, path, board.max_pixels())
             .map_err(|e| BenchError::Frame(name.clone(), e.to_string()))?;
         Ok((name, bytes, rgb))
@@ -204,7 +204,7 @@ fn bench_frame(
     }
     if let Some(SourceSettings::MjpegFile { path, .. }) = board.capture.as_ref().map(|c| &c.source)
     {
-        let data = std::fs::read(path).unwrap_or_default();
+        let data = crate::input_file::read(path, crate::input_file::RECORDING).unwrap_or_default();
         if let Some((start, jpeg, frame)) = first_face_frame(&data, detector, board.max_pixels())? {
             let name = format!("{} (frame at byte {start})", path.display());
             return Ok((name, jpeg, frame));

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::input_file;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest {path}: cannot read it: {cause}")]
@@ -36,15 +38,16 @@ pub struct Entry {
 }
 
 pub fn read(manifest: &Path, root: Option<&Path>) -> Result<Vec<Entry>, ManifestError> {
-    let file = std::fs::File::open(manifest).map_err(|cause| ManifestError::Read {
-        path: manifest.to_path_buf(),
-        cause,
-    })?;
+    let bytes =
+        input_file::read(manifest, input_file::MANIFEST).map_err(|e| ManifestError::Read {
+            path: manifest.to_path_buf(),
+            cause: e.into(),
+        })?;
     let root = match root {
         Some(r) => r.to_path_buf(),
         None => manifest.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
-    parse(file, manifest, &root)
+    parse(bytes.as_slice(), manifest, &root)
 }
 
 /// Parses manifest text from `input`; `manifest` names it in errors, paths resolve

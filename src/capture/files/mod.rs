@@ -10,8 +10,6 @@
 //! plays through once (or loops) whatever faults happen on the way, so a recording of
 //! nothing but bad frames ends instead of starting over after every camera fault.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -21,10 +19,9 @@ mod raw;
 pub use raw::{Y4mFile, Y4mHeader, YuyvFile};
 
 use super::{CaptureError, FrameMeta, FrameSource};
+use crate::input_file;
 use crate::jpeg;
 
-/// Largest MJPEG recording read into memory.
-const MAX_MJPEG_BYTES: u64 = 512 << 20;
 /// Largest frame of a raw recording (8K RGB-ish), against absurd header values.
 const MAX_RAW_FRAME_BYTES: usize = 128 << 20;
 
@@ -122,8 +119,11 @@ impl FrameSource for ImageDir {
         };
         self.position += 1;
         self.bytes.clear();
-        if let Err(e) = File::open(&file).and_then(|mut f| f.read_to_end(&mut self.bytes)) {
-            return Err(self.timeline.bad_frame(&file.display().to_string(), e));
+        // A frame file that is a FIFO or a device is a bad frame, not a hang.
+        if let Err(e) = input_file::read_into(&file, input_file::PHOTO, &mut self.bytes) {
+            return Err(self
+                .timeline
+                .bad_frame(&file.display().to_string(), e.reason()));
         }
         let is_jpeg = self.bytes.starts_with(&[0xFF, 0xD8]);
         let decoded = if is_jpeg {
@@ -237,18 +237,9 @@ impl FrameSource for MjpegFile {
     }
 
     fn reopen(&mut self) -> Result<(), CaptureError> {
-        let file = File::open(&self.path).map_err(|e| lost(&self.path, e))?;
-        let len = file.metadata().map_err(|e| lost(&self.path, e))?.len();
-        if len > MAX_MJPEG_BYTES {
-            return Err(lost(
-                &self.path,
-                format!("{len} bytes: MJPEG recordings are read into memory, keep them under {MAX_MJPEG_BYTES}"),
-            ));
-        }
-        let mut data = Vec::with_capacity(len as usize);
-        file.take(MAX_MJPEG_BYTES)
-            .read_to_end(&mut data)
-            .map_err(|e| lost(&self.path, e))?;
+        // Read into memory whole, so held to a recording's bound.
+        let data = input_file::read(&self.path, input_file::RECORDING)
+            .map_err(|e| lost(&self.path, e.reason()))?;
         if jpeg::find_start(&data, 0).is_none() {
             return Err(lost(
                 &self.path,
@@ -391,6 +382,31 @@ mod tests {
         assert!(e.is_some_and(|e| e.to_string().contains("no JPEG frame")));
         let e = ImageDir::open(dir.path().to_path_buf(), 15, false, MAX).err();
         assert!(e.is_some_and(|e| e.to_string().contains("no JPEG, PNG")));
+    }
+
+    /// A FIFO nobody writes to once blocked every recording's open (and a frame's), and
+    /// `/dev/zero` as an MJPEG file was read up to 512 MB.
+    #[test]
+    fn fifos_and_devices_are_lost_sources_and_bad_frames_not_hangs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("clip.jpg");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.expect("mkfifo").success());
+        for path in [fifo.clone(), PathBuf::from("/dev/zero")] {
+            let lost = |e: Option<CaptureError>| {
+                let m = e.map(|e| e.to_string()).unwrap_or_default();
+                assert!(m.contains("not a regular file"), "{m}");
+            };
+            lost(MjpegFile::open(path.clone(), 15, false, MAX).err());
+            lost(YuyvFile::open(path.clone(), 64, 48, 15, false, MAX).err());
+            lost(Y4mFile::open(path, 15, false, MAX).err());
+        }
+        let mut frames = ImageDir::open(dir.path().to_path_buf(), 15, false, MAX).expect("open");
+        let e = frames.next_frame(&mut RgbImage::new(1, 1));
+        assert!(
+            matches!(&e, Err(CaptureError::BadFrame { message, .. }) if message == "is a FIFO, not a regular file"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use image::RgbImage;
 use super::{lost, Timeline, MAX_RAW_FRAME_BYTES};
 use crate::capture::yuv::{self, Chroma};
 use crate::capture::{CaptureError, FrameMeta, FrameSource};
+use crate::input_file;
 
 /// Reads fixed-size raw frames; shared by YUYV and the body of y4m.
 struct RawReader {
@@ -19,7 +20,10 @@ struct RawReader {
 
 impl RawReader {
     fn open(path: &Path) -> Result<Self, CaptureError> {
-        let file = File::open(path).map_err(|e| lost(path, e))?;
+        // Streamed, so no bound on size; but a FIFO would block the open and a device
+        // never end.
+        let file =
+            input_file::open(path, input_file::RECORDING).map_err(|e| lost(path, e.reason()))?;
         Ok(Self {
             reader: BufReader::new(file),
             data_start: 0,

@@ -739,8 +739,8 @@ fn evaluate_recordings(
     progress: &mut impl FnMut(&str),
 ) -> Result<BTreeMap<String, Vec<Window>>, String> {
     let manifest = dir.join("manifest.csv");
-    let text = std::fs::read_to_string(&manifest)
-        .map_err(|e| format!("{}: cannot read it: {e}", manifest.display()))?;
+    let text = crate::input_file::read_to_string(&manifest, crate::input_file::MANIFEST)
+        .map_err(|e| e.to_string())?;
     let mut by_label: BTreeMap<String, Vec<Window>> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
