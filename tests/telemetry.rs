@@ -819,6 +819,32 @@ fn test_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join(ca), dir.join(cert), dir.join(key))
 }
 
+/// A broker with a TLS listener (`cert`, `key`, clients checked against `ca`) for the
+/// daemon and a plain one for its watcher: the broker, the watcher, the TLS port.
+fn tls_broker(
+    tls_dir: &Path,
+    name: &str,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> (Broker, Watcher, u16) {
+    let (plain, secure) = (free_port(), free_port());
+    let conf = tls_dir.join(format!("{name}.conf"));
+    write(
+        &conf,
+        &format!(
+            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
+             listener {plain} 127.0.0.1\n\
+             listener {secure} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    let broker = Broker::with_conf(&conf, secure);
+    (broker, Watcher::start(plain), secure)
+}
+
 #[test]
 fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
     let Some(Site {
@@ -834,21 +860,7 @@ fn mqtts_with_the_brokers_ca_publishes_and_another_ca_is_refused() {
     let tls_dir = tls_folder(dir.path());
     let (ca, cert, key) = test_ca(&tls_dir, "good");
     let (other_ca, _, _) = test_ca(&tls_dir, "other");
-    let (plain, secure) = (free_port(), free_port());
-    let conf = tls_dir.join("mosquitto.conf");
-    write(
-        &conf,
-        &format!(
-            "per_listener_settings false\nallow_anonymous true\npersistence false\n\
-             listener {plain} 127.0.0.1\n\
-             listener {secure} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-            ca.display(),
-            cert.display(),
-            key.display()
-        ),
-    );
-    let _tls_broker = Broker::with_conf(&conf, secure);
-    let tls_watcher = Watcher::start(plain);
+    let (_tls_broker, tls_watcher, secure) = tls_broker(&tls_dir, "mosquitto", &cert, &key, &ca);
     let ca_line = |ca: &Path| format!("ca_file = \"{}\"\n", ca.display());
     let out = run_ok(&mqtts_board(dir.path(), "good", secure, &ca_line(&ca)));
     let printed = printed_decisions(&String::from_utf8_lossy(&out.stdout));

@@ -146,21 +146,8 @@ fn every_decision_crosses_a_slow_tls_link_over_one_connection() {
     let tls_dir = tls_folder(dir.path());
     let (ca, cert, key) = test_ca(&tls_dir, "slow");
     for rtt_ms in ROUND_TRIPS_MS {
-        let (plain, secure) = (free_port(), free_port());
-        let conf = tls_dir.join(format!("mosquitto-{rtt_ms}.conf"));
-        write(
-            &conf,
-            &format!(
-                "per_listener_settings false\nallow_anonymous true\npersistence false\n\
-                 listener {plain} 127.0.0.1\n\
-                 listener {secure} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-                ca.display(),
-                cert.display(),
-                key.display()
-            ),
-        );
-        let _broker = Broker::with_conf(&conf, secure);
-        let watcher = Watcher::start(plain);
+        let (_broker, watcher, secure) =
+            tls_broker(&tls_dir, &format!("mosquitto-{rtt_ms}"), &cert, &key, &ca);
         let ca_line = format!("ca_file = \"{}\"\n", ca.display());
         assert_delivered_over_one_connection(
             &format!("mqtts://, {rtt_ms} ms round trip"),
