@@ -15,7 +15,8 @@ use crate::capture::{CaptureSettings, RawCapture};
 use crate::daemon::{DaemonSettings, RawDaemon};
 use crate::decide::{Policy, RawPolicy};
 use crate::detect::{DetectorSettings, RawDetector};
-use crate::digest::Sha256;
+pub use crate::digest::ModelFile;
+use crate::digest::{existing_model_file, parse_pin, Sha256};
 use crate::engine::{RawRuntime, RuntimeSettings};
 use crate::input_file;
 use crate::liveness::{LivenessConfig, RawLiveness};
@@ -88,15 +89,6 @@ pub struct BundleTarget {
     pub board: String,
     pub root: PathBuf,
     pub pubkey: PathBuf,
-}
-
-/// One model file a board names, and the SHA-256 it pins it to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelFile {
-    /// The board key of the pin, for messages.
-    pub key: &'static str,
-    pub path: PathBuf,
-    pub pinned: Option<Sha256>,
 }
 
 /// A validated `[models]`: files that exist, pins that are hashes.
@@ -200,31 +192,6 @@ fn bundle_target(raw: &RawModels, base: &Path) -> Result<Option<(PathBuf, PathBu
         )
     })?;
     Ok(Some((base.join(root), base.join(pubkey))))
-}
-
-/// `path` resolved against the board's folder `base`, if it names a regular file there
-/// (what is wrong with it named otherwise: missing, a FIFO, a directory).
-pub(crate) fn existing_model_file(
-    key: &str,
-    base: &Path,
-    path: &Path,
-) -> Result<PathBuf, KeyError> {
-    let full = base.join(path);
-    input_file::open(&full, input_file::MODEL).map_err(|e| KeyError::new(key, e.to_string()))?;
-    Ok(full)
-}
-
-/// A model file's pin as a board writes it (`sha256sum`'s hex), if given.
-pub(crate) fn parse_pin(key: &str, text: Option<&str>) -> Result<Option<Sha256>, KeyError> {
-    text.map(|t| {
-        Sha256::parse_hex(t.trim()).ok_or_else(|| {
-            KeyError::new(
-                key,
-                format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
-            )
-        })
-    })
-    .transpose()
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {

@@ -1,10 +1,14 @@
 //! SHA-256 of model files and manifests, as `sha256sum` prints it: what a board file pins
 //! (`[models] detector_sha256`, `age_sha256`), what the model-file guard compares, and what
-//! a calibration records of its set.
+//! a calibration records of its set; and a model file a board names with its pin, which
+//! every component with models (`[models]`, `[liveness]`) reads the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::Digest;
+
+use crate::input_file;
+use crate::settings::KeyError;
 
 /// A SHA-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +23,7 @@ impl Sha256 {
     /// than a model may hold (a FIFO or a device would never end).
     pub fn of_file(path: &Path) -> std::io::Result<Self> {
         let mut hasher = sha2::Sha256::new();
-        crate::input_file::copy_to(path, crate::input_file::MODEL, &mut hasher)?;
+        input_file::copy_to(path, input_file::MODEL, &mut hasher)?;
         Ok(Self(hasher.finalize().into()))
     }
 
@@ -49,6 +53,40 @@ impl std::fmt::Debug for Sha256 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Sha256({self})")
     }
+}
+
+/// One model file a board names, and the SHA-256 it pins it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFile {
+    /// The board key of the pin, for messages.
+    pub key: &'static str,
+    pub path: PathBuf,
+    pub pinned: Option<Sha256>,
+}
+
+/// `path` resolved against the board's folder `base`, if it names a regular file there
+/// (what is wrong with it named otherwise: missing, a FIFO, a directory).
+pub(crate) fn existing_model_file(
+    key: &str,
+    base: &Path,
+    path: &Path,
+) -> Result<PathBuf, KeyError> {
+    let full = base.join(path);
+    input_file::open(&full, input_file::MODEL).map_err(|e| KeyError::new(key, e.to_string()))?;
+    Ok(full)
+}
+
+/// A model file's pin as a board writes it (`sha256sum`'s hex), if given.
+pub(crate) fn parse_pin(key: &str, text: Option<&str>) -> Result<Option<Sha256>, KeyError> {
+    text.map(|t| {
+        Sha256::parse_hex(t.trim()).ok_or_else(|| {
+            KeyError::new(
+                key,
+                format!("`{t}` is not a SHA-256 (64 hex digits, as sha256sum prints)"),
+            )
+        })
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 use image::RgbImage;
 
 use crate::align::aligned_crop_into;
-use crate::config::{Board, ModelFile};
+use crate::config::Board;
 use crate::daemon::{FaceEstimator, FrameFaces, MAX_OTHER_FACES};
 use crate::decide::Policy;
 use crate::detect::{main_face, Face, FaceDetector};
+use crate::digest::ModelFile;
 use crate::digest::Sha256;
 use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};

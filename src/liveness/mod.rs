@@ -51,8 +51,8 @@ use std::path::{Path, PathBuf};
 use heapless::Deque;
 use serde::Deserialize;
 
-use crate::config::{existing_model_file, parse_pin};
 use crate::digest::Sha256;
+use crate::digest::{existing_model_file, parse_pin};
 use crate::settings::{in_range, KeyError};
 
 /// The face-mesh landmarks the motion cues follow when the mesh runs: points the mesh
@@ -290,7 +290,7 @@ impl LivenessConfig {
     }
 
     /// The files the mode loads, with the keys that pin them and their pins.
-    pub fn model_files(&self) -> Vec<crate::config::ModelFile> {
+    pub fn model_files(&self) -> Vec<crate::digest::ModelFile> {
         let keys = [
             "liveness.antispoof_sha256",
             "liveness.liveness_sha256",
@@ -302,7 +302,7 @@ impl LivenessConfig {
             .zip(self.pins)
             .filter_map(|((path, key), pinned)| {
                 path.clone()
-                    .map(|path| crate::config::ModelFile { key, path, pinned })
+                    .map(|path| crate::digest::ModelFile { key, path, pinned })
             })
             .collect()
     }
