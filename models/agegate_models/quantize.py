@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .data import REPO_ROOT, default_data_dir, load_image, read_manifest
+from .samples import REPO_ROOT, default_data_dir, load_image, read_manifest
 
 CALIB_DIR = REPO_ROOT / "calibration"
 FORBIDDEN = {"QLinearAdd", "QLinearMul", "QGemm", "QLinearGlobalAveragePool"}
