@@ -44,6 +44,7 @@ from torch import nn
 from .config import N_AGES, ModelConfig
 from .data import MODELS_DIR
 from .model import CILFHead, ExportModule, build_backbone
+from .student_config import StudentConfig, model_config
 
 SHIPPED = MODELS_DIR / "age_student_int8.onnx"
 MAX_MODEL_MB = 10.0
@@ -155,7 +156,6 @@ def graph_weights(m: onnx.ModelProto) -> tuple[dict[str, np.ndarray], set[str]]:
 def shipped_config(m: onnx.ModelProto) -> ModelConfig:
     """The student's model config (``student.model_config`` of the v2 defaults) with what
     the graph fixes: input size, unrolled steps, ``p_over``, head width and depth."""
-    from .student import StudentConfig, model_config
 
     def dims(v) -> list:
         return [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
