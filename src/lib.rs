@@ -32,6 +32,7 @@ pub mod input_file;
 pub mod jpeg;
 pub mod liveness;
 pub mod mdb;
+mod numeric;
 pub mod photo;
 #[cfg(feature = "inference")]
 pub mod pipeline;

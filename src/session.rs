@@ -533,13 +533,7 @@ impl Session {
 
 /// Median of finite values (the session only stores finite ones); 0 for an empty slice.
 fn median(values: &mut [f32]) -> f32 {
-    values.sort_unstable_by(f32::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
+    crate::numeric::median(values).unwrap_or(0.0)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::path::Path;
 const LAYERS: &[&str] = &[
     // Shared beneath everything: no crate imports of their own.
     "settings",
+    "numeric",
     "domain",
     "input_file",
     "jpeg",

@@ -533,7 +533,7 @@ impl LivenessWindow {
                 }
             }
             // Every frame must have it: a score missing on some frames is not a median.
-            (k == n).then(|| median(&mut scratch[..k]))
+            (k == n).then(|| crate::numeric::median(&mut scratch[..k]).unwrap_or(0.0))
         };
         let real = median_of(&|e| e.real);
         let live = median_of(&|e| e.live);
@@ -790,16 +790,6 @@ fn quantile(values: &mut [f32], q: f32) -> f32 {
     values.sort_unstable_by(f32::total_cmp);
     let i = ((values.len() - 1) as f32 * q).round() as usize;
     values[i.min(values.len() - 1)]
-}
-
-fn median(values: &mut [f32]) -> f32 {
-    values.sort_unstable_by(f32::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
 }
 
 #[cfg(test)]

@@ -107,15 +107,9 @@ pub enum BenchError {
     NoFace(String),
 }
 
-/// Median of timings in milliseconds (`samples` non-empty).
+/// Median of timings in milliseconds; NaN for none.
 pub(crate) fn median_ms(samples: &mut [f64]) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    match n {
-        0 => f64::NAN,
-        _ if n % 2 == 1 => samples[n / 2],
-        _ => 0.5 * (samples[n / 2 - 1] + samples[n / 2]),
-    }
+    crate::numeric::median(samples).unwrap_or(f64::NAN)
 }
 
 /// Runs `f` `warmup` times untimed, then `iterations` times; the median in ms.
