@@ -349,8 +349,8 @@ impl Board {
             Models::from_raw(&raw.models, base, bundle_dir).map_err(invalid)?;
         let policy = match (raw.policy, bundle_policy) {
             (Some(policy), None) => Policy::from_raw(policy).map_err(invalid)?,
-            (None, Some(text)) => crate::bundle::parse_policy(&text)
-                .map_err(|message| invalid(KeyError::new("models.bundle", message)))?,
+            (None, Some(text)) => Policy::from_toml(&text)
+                .map_err(|e| invalid(KeyError::new("models.bundle", e.to_string())))?,
             (Some(_), Some(_)) => {
                 return Err(invalid(KeyError::new(
                     "policy",

@@ -42,6 +42,24 @@ pub struct RawPolicy {
     pub calibration: Option<Calibration>,
 }
 
+/// A `policy.toml` (a bundle's, a remote `policy/set`'s): one `[policy]` table, as in a
+/// board file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyText {
+    policy: RawPolicy,
+}
+
+/// Why a `policy.toml` text was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyTextError {
+    /// Not TOML, or not one `[policy]` table of known keys (toml's message names the key).
+    #[error("{0}")]
+    Toml(String),
+    #[error(transparent)]
+    Invalid(#[from] KeyError),
+}
+
 /// `[policy] rule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,6 +273,13 @@ impl Policy {
                 .with_min_request_age(floor)
                 .map_err(|e| KeyError::new("policy.min_request_age", e.to_string())),
         }
+    }
+
+    /// A `policy.toml` text, checked as the board file's `[policy]` is.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyTextError> {
+        let parsed: PolicyText =
+            toml::from_str(text).map_err(|e| PolicyTextError::Toml(e.message().to_string()))?;
+        Ok(Self::from_raw(parsed.policy)?)
     }
 
     /// The same policy with another floor for REQUESTs' ages.
@@ -762,5 +787,29 @@ mod tests {
         let nearer = policy("legal_age = 18\nchallenge_age = 24\nk_sigma = 1");
         assert!(nearer.no_looser_than(&margin).is_err());
         assert_eq!(margin.no_looser_than(&margin), Ok(()));
+    }
+
+    #[test]
+    fn a_policy_text_is_one_policy_table_checked_by_key() {
+        let ok = Policy::from_toml("[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1\n");
+        assert_eq!(ok.ok(), Policy::new(18.0, 25.0, 1.0).ok());
+        let err = |text: &str| Policy::from_toml(text).unwrap_err().to_string();
+        assert!(
+            err("legal_age = 18").contains("policy"),
+            "{}",
+            err("legal_age = 18")
+        );
+        assert!(
+            err("[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1\nfoo = 1\n")
+                .contains("foo")
+        );
+        assert!(
+            err("[policy]\nlegal_age = 18\nchallenge_age = 12\nk_sigma = 1\n")
+                .contains("policy.challenge_age")
+        );
+        assert!(matches!(
+            Policy::from_toml("not toml ["),
+            Err(PolicyTextError::Toml(_))
+        ));
     }
 }

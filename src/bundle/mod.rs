@@ -35,7 +35,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::decide::{Policy, RawPolicy};
 use crate::digest::Sha256;
 
 use install::link_target;
@@ -142,13 +141,6 @@ pub struct ListedFile {
     pub bytes: u64,
 }
 
-/// `policy.toml`: one `[policy]` table, as in a board file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    policy: RawPolicy,
-}
-
 /// A minisign public key file (`minisign -G` writes it, `agegate bundle` signs for it).
 pub fn read_public_key(path: &Path) -> Result<minisign_verify::PublicKey, BundleError> {
     let text = std::fs::read_to_string(path).map_err(|cause| BundleError::Read {
@@ -166,12 +158,6 @@ pub fn read_public_key(path: &Path) -> Result<minisign_verify::PublicKey, Bundle
         path: path.to_path_buf(),
         message: format!("not a minisign public key ({e})"),
     })
-}
-
-/// Parses and validates a `policy.toml` text (the board file's own rules).
-pub fn parse_policy(text: &str) -> Result<Policy, String> {
-    let file: PolicyFile = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    Policy::from_raw(file.policy).map_err(|e| e.to_string())
 }
 
 /// What `agegate bundle` packs.

@@ -12,9 +12,11 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use crate::decide::Policy;
+
 use super::{
-    bundle_id, check_listed, check_manifest, escape, parse_policy, BundleError, Manifest, Verified,
-    LISTED, MANIFEST, MAX_MEMBER_BYTES, POLICY, SIGNATURE,
+    bundle_id, check_listed, check_manifest, escape, BundleError, Manifest, Verified, LISTED,
+    MANIFEST, MAX_MEMBER_BYTES, POLICY, SIGNATURE,
 };
 
 /// No manifest or signature may be larger (a packed manifest is under 1 KB, a signature
@@ -119,9 +121,9 @@ pub fn read(path: &Path, key: &minisign_verify::PublicKey) -> Result<Verified, B
         path: path.to_path_buf(),
         message: "not UTF-8 text".into(),
     })?;
-    parse_policy(policy_text).map_err(|message| BundleError::Policy {
+    Policy::from_toml(policy_text).map_err(|e| BundleError::Policy {
         path: path.to_path_buf(),
-        message,
+        message: e.to_string(),
     })?;
     Ok(Verified {
         id: bundle_id(&members[MANIFEST]),

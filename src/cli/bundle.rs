@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 
 use agegate::bundle::{self, Contents};
 use agegate::config::Board;
+use agegate::decide::Policy;
 use agegate::input_file;
 use agegate::pipeline::Pipeline;
 
@@ -72,8 +73,8 @@ pub(super) fn pack(args: BundleArgs) -> Result<Outcome> {
         Some(path) => input_file::read_to_string(path, input_file::POLICY_FILE)?,
         None => board_policy_section(&args.board)?,
     };
-    let policy = bundle::parse_policy(&policy_toml)
-        .map_err(|message| anyhow::anyhow!("the policy to bundle does not validate: {message}"))?;
+    let policy = Policy::from_toml(&policy_toml)
+        .map_err(|e| anyhow::anyhow!("the policy to bundle does not validate: {e}"))?;
     // The contract is checked before anything is signed: both models load on this build's
     // engine, the age model has what the policy's rule needs, the board's pins hold.
     board.policy = policy;

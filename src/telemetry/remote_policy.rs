@@ -8,6 +8,7 @@
 use serde_json::json;
 
 use super::{lock, unix_ms, Shared};
+use crate::decide::Policy;
 use crate::digest::Sha256;
 
 /// The largest `policy/set` payload taken: a `[policy]` section with its calibration is
@@ -58,7 +59,7 @@ impl RemotePolicy {
         } else {
             std::str::from_utf8(payload)
                 .map_err(|_| "not UTF-8 text".to_string())
-                .and_then(crate::bundle::parse_policy)
+                .and_then(|text| Policy::from_toml(text).map_err(|e| e.to_string()))
                 .and_then(|policy| {
                     policy.no_looser_than(&shared.board_policy)?;
                     Ok(policy)
