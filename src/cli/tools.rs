@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use agegate::config::Board;
+use agegate::decide::Decision;
 use agegate::detect::FaceDetector;
 use agegate::digest::Sha256;
 use agegate::estimate::AgeModel;
@@ -121,6 +122,43 @@ fn compare_onnxruntime(
     Ok(())
 }
 
+/// One line of `agegate estimate`: a photo's faces and the first face's decision (REFER
+/// with an error when none is found), or why the photo was not read. The fields are in
+/// alphabetical order, the order the lines have always had.
+#[derive(serde::Serialize)]
+struct EstimateLine<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision: Option<Decision>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// As a JSON value, which sorts each face's keys and prints its numbers as it always
+    /// has (an `f32` widened: `77.10762786865234`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    faces: Option<serde_json::Value>,
+    file: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u32>,
+}
+
+impl<'a> EstimateLine<'a> {
+    fn of(file: &'a Path) -> Self {
+        Self {
+            decision: None,
+            error: None,
+            faces: None,
+            file,
+            height: None,
+            width: None,
+        }
+    }
+
+    fn to_json(&self) -> Result<String> {
+        Ok(serde_json::to_string(self)?)
+    }
+}
+
 pub(super) fn estimate(args: EstimateArgs) -> Result<Outcome> {
     let pipeline = args.models.pipeline()?;
     let mut processed = 0;
@@ -133,19 +171,26 @@ pub(super) fn estimate(args: EstimateArgs) -> Result<Outcome> {
             }) {
             Ok((width, height, faces)) => {
                 processed += 1;
-                if faces.is_empty() {
-                    serde_json::json!({"file": path, "width": width, "height": height, "faces": [], "decision": "REFER", "error": "no face found"})
-                } else {
-                    let decision = faces[0].decision;
-                    serde_json::json!({"file": path, "width": width, "height": height, "faces": faces, "decision": decision})
+                EstimateLine {
+                    decision: Some(faces.first().map_or(Decision::Refer, |f| f.decision)),
+                    error: faces.is_empty().then(|| "no face found".to_string()),
+                    faces: Some(serde_json::to_value(&faces)?),
+                    file: path,
+                    height: Some(height),
+                    width: Some(width),
                 }
+                .to_json()
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), "{e:#}");
-                serde_json::json!({"file": path, "error": format!("{e:#}")})
+                EstimateLine {
+                    error: Some(format!("{e:#}")),
+                    ..EstimateLine::of(path)
+                }
+                .to_json()
             }
         };
-        if !print_line(&line.to_string())? {
+        if !print_line(&line?)? {
             // The reader went away (`| head`): nothing more to say to anyone.
             break;
         }
