@@ -184,15 +184,25 @@ pub fn open(path: &Path, kind: InputKind) -> Result<File, InputError> {
     Ok(file)
 }
 
+/// Opens the regular file `path`, if it holds at most `kind.max_bytes`: the file and its
+/// length. A reader holds it to the bound as it reads (the file may grow meanwhile).
+pub fn open_within(path: &Path, kind: InputKind) -> Result<(File, u64), InputError> {
+    let file = open(path, kind)?;
+    let len = file
+        .metadata()
+        .map_err(|e| InputError::new(kind, path, Problem::Io(e)))?
+        .len();
+    if len > kind.max_bytes {
+        return Err(InputError::new(kind, path, Problem::TooLarge));
+    }
+    Ok((file, len))
+}
+
 /// Reads the regular file `path` whole into `buf` (cleared first), if it holds at most
 /// `kind.max_bytes`.
 pub fn read_into(path: &Path, kind: InputKind, buf: &mut Vec<u8>) -> Result<(), InputError> {
-    let file = open(path, kind)?;
+    let (file, len) = open_within(path, kind)?;
     let fail = |problem| InputError::new(kind, path, problem);
-    let len = file.metadata().map_err(|e| fail(Problem::Io(e)))?.len();
-    if len > kind.max_bytes {
-        return Err(fail(Problem::TooLarge));
-    }
     buf.clear();
     buf.reserve(usize::try_from(len).unwrap_or(0));
     // One byte past the bound tells a file that grew since it was looked at.
@@ -213,7 +223,7 @@ pub fn copy_to(
     kind: InputKind,
     out: &mut impl std::io::Write,
 ) -> Result<(), InputError> {
-    let file = open(path, kind)?;
+    let (file, _) = open_within(path, kind)?;
     let fail = |problem| InputError::new(kind, path, problem);
     let copied =
         std::io::copy(&mut file.take(kind.max_bytes + 1), out).map_err(|e| fail(Problem::Io(e)))?;

@@ -574,16 +574,19 @@ fn a_bundle_is_read_from_a_regular_file_of_bounded_size_only() {
     std::fs::File::create(&huge)
         .and_then(|f| f.set_len(agegate::bundle::MAX_BUNDLE_BYTES + 1))
         .expect("sparse file");
-    let bound = format!("more than the {}", agegate::bundle::MAX_BUNDLE_BYTES);
+    let bound = format!(
+        "more than {} MiB, the most a bundle may have",
+        agegate::bundle::MAX_BUNDLE_BYTES >> 20
+    );
     for (path, what) in [
-        (fifo, "not a regular file but a FIFO"),
+        (fifo, "is a FIFO, not a regular file"),
         (
             PathBuf::from("/dev/zero"),
-            "not a regular file but a device",
+            "is a character device, not a regular file",
         ),
         (
             dir.path().to_path_buf(),
-            "not a regular file but a directory",
+            "is a directory, not a regular file",
         ),
         (huge, bound.as_str()),
     ] {

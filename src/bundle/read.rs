@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::decide::Policy;
+use crate::input_file::{self, InputKind};
 
 use super::{
     bundle_id, check_listed, check_manifest, escape, BundleError, Manifest, Verified, LISTED,
@@ -132,49 +132,18 @@ pub fn read(path: &Path, key: &minisign_verify::PublicKey) -> Result<Verified, B
     })
 }
 
-/// Opens a bundle file, refusing anything but a regular file no larger than
-/// [`MAX_BUNDLE_BYTES`]: a FIFO would block the reader forever, a device (`/dev/zero`)
-/// would never end.
+/// Opens a bundle file as [`crate::input_file`] opens every file a user names: a regular
+/// file only (a FIFO would block the reader forever, `/dev/zero` never end), no larger
+/// than [`MAX_BUNDLE_BYTES`].
 fn open_regular(path: &Path) -> Result<File, BundleError> {
-    let read_err = |cause| BundleError::Read {
-        path: path.to_path_buf(),
-        cause,
+    const BUNDLE: InputKind = InputKind {
+        name: "bundle",
+        max_bytes: MAX_BUNDLE_BYTES,
     };
-    // O_NONBLOCK: opening a FIFO otherwise waits for a writer before the type can be
-    // checked. The type is checked on the open file, so nothing can be swapped in between;
-    // reads from a regular file ignore the flag.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    let kind = meta.file_type();
-    let not = |what: &str| BundleError::Format {
+    let (file, _) = input_file::open_within(path, BUNDLE).map_err(|e| BundleError::Read {
         path: path.to_path_buf(),
-        message: format!("not a regular file but {what}: a bundle is read from a file"),
-    };
-    if kind.is_fifo() {
-        return Err(not("a FIFO"));
-    }
-    if kind.is_char_device() || kind.is_block_device() {
-        return Err(not("a device"));
-    }
-    if kind.is_dir() {
-        return Err(not("a directory"));
-    }
-    if !kind.is_file() {
-        return Err(not("a special file"));
-    }
-    if meta.len() > MAX_BUNDLE_BYTES {
-        return Err(BundleError::Format {
-            path: path.to_path_buf(),
-            message: format!(
-                "{} bytes, more than the {MAX_BUNDLE_BYTES} a bundle may hold",
-                meta.len()
-            ),
-        });
-    }
+        cause: e.into(),
+    })?;
     Ok(file)
 }
 
@@ -304,7 +273,11 @@ mod tests {
             .unwrap();
         let (_, public) = keypair();
         let err = read(&path, &public).unwrap_err().to_string();
-        assert!(err.contains(&MAX_BUNDLE_BYTES.to_string()), "{err}");
+        let bound = format!(
+            "more than {} MiB, the most a bundle may have",
+            MAX_BUNDLE_BYTES >> 20
+        );
+        assert!(err.contains(&bound), "{err}");
     }
 
     #[test]
@@ -317,9 +290,15 @@ mod tests {
             .expect("mkfifo");
         assert!(made.success());
         for (path, what) in [
-            (fifo, "a FIFO"),
-            (PathBuf::from("/dev/zero"), "a device"),
-            (dir.path().to_path_buf(), "a directory"),
+            (fifo, "is a FIFO, not a regular file"),
+            (
+                PathBuf::from("/dev/zero"),
+                "is a character device, not a regular file",
+            ),
+            (
+                dir.path().to_path_buf(),
+                "is a directory, not a regular file",
+            ),
         ] {
             // In a thread: opening a FIFO to read it would block until a writer came.
             let (tx, rx) = std::sync::mpsc::channel();
