@@ -523,7 +523,9 @@ impl Policy {
     }
 }
 
-fn round3(v: f32) -> f64 {
+/// A threshold as messages and telemetry show it: an `f32` such as 29.8 prints as
+/// 29.799999237060547 otherwise.
+pub(crate) fn round3(v: f32) -> f64 {
     (f64::from(v) * 1000.0).round() / 1000.0
 }
 

@@ -32,6 +32,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const DISCONNECT_PATIENCE: Duration = Duration::from_millis(500);
 /// How often the publisher looks whether the daemon applied a remote policy.
 const POLICY_POLL: Duration = Duration::from_millis(50);
+/// The publisher's pause when rumqttc's request queue is full, for the net thread to drain it.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(50);
 
 /// The two ends of one MQTT connection: the handle that sends, the loop that drives it.
 pub(crate) fn connect(
@@ -236,7 +238,7 @@ pub(crate) fn publish(shared: &Shared, client: Client) {
                     tracing::warn!("telemetry: cannot queue a publish: {e}");
                     queue.messages.push_front(msg);
                     drop(queue);
-                    std::thread::sleep(POLICY_POLL);
+                    std::thread::sleep(QUEUE_FULL_PAUSE);
                 }
             }
         } else if queue.can_end() {

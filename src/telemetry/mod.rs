@@ -26,26 +26,26 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::daemon::{Event, LiveCounters, PolicyMailbox, WireMessage};
-use crate::decide::{Policy, Rule};
+use crate::decide::{round3, rule_name, Policy, Rule};
 use remote_policy::RemotePolicy;
 pub use remote_policy::MAX_POLICY_BYTES;
 pub use settings::{RawTelemetry, TelemetrySettings, TlsFiles};
 
 /// A policy as `status` and `policy/ack` show it.
 pub fn policy_summary(policy: &Policy) -> Value {
-    // Rounded: f32 thresholds print as 29.799999237060547 otherwise.
-    let r = |v: f32| (f64::from(v) * 1000.0).round() / 1000.0;
+    let r = round3;
+    let kind = rule_name(policy.rule());
     let rule = match policy.rule() {
-        Rule::Margin { k_sigma } => json!({"kind": "margin", "k_sigma": r(k_sigma)}),
+        Rule::Margin { k_sigma } => json!({"kind": kind, "k_sigma": r(k_sigma)}),
         Rule::Threshold {
             allow_at,
             deny_below,
-        } => json!({"kind": "threshold", "allow_at": r(allow_at), "deny_below": r(deny_below)}),
+        } => json!({"kind": kind, "allow_at": r(allow_at), "deny_below": r(deny_below)}),
         Rule::POver {
             age,
             allow_p,
             deny_p,
-        } => json!({"kind": "p_over", "age": age, "allow_p": r(allow_p), "deny_p": r(deny_p)}),
+        } => json!({"kind": kind, "age": age, "allow_p": r(allow_p), "deny_p": r(deny_p)}),
     };
     json!({
         "legal_age": r(policy.legal_age()),
