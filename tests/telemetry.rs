@@ -317,6 +317,47 @@ fn wait_ok(mut daemon: Child) -> String {
     stderr
 }
 
+/// A daemon whose stdout lines are collected as they come.
+struct Collecting {
+    daemon: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Collecting {
+    /// Waits for the daemon, which must end in success, and for its last lines: its log.
+    fn finish(self) -> String {
+        let stderr = wait_ok(self.daemon);
+        self.reader.join().expect("reader");
+        stderr
+    }
+}
+
+/// `agegate run` on `board` (with `extra` arguments), its stdout collected.
+fn start_collecting(board: &Path, extra: &[&str]) -> Collecting {
+    let mut daemon = agegate()
+        .args(["run", "--board"])
+        .arg(board)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let stdout = daemon.stdout.take().expect("stdout");
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let into = Arc::clone(&lines);
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            into.lock().expect("lock").push(line);
+        }
+    });
+    Collecting {
+        daemon,
+        lines,
+        reader,
+    }
+}
+
 /// The decisions a run printed.
 fn printed_decisions(stdout: &str) -> Vec<Value> {
     stdout
@@ -425,21 +466,8 @@ fn a_broker_stopped_mid_run_loses_no_decision() {
     let relay = Relay::start(relay_port, port);
     // The recording over and over, until the test stops it once the broker is back.
     let board = telemetry_board(dir.path(), relay_port, "loop = true\n");
-    let mut daemon = agegate()
-        .args(["run", "--board"])
-        .arg(&board)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    let stdout = daemon.stdout.take().expect("stdout");
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let into = Arc::clone(&lines);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            into.lock().expect("lock").push(line);
-        }
-    });
+    let run = start_collecting(&board, &[]);
+    let lines = Arc::clone(&run.lines);
     wait_until(
         "the first decision published",
         Duration::from_secs(60),
@@ -461,9 +489,8 @@ fn a_broker_stopped_mid_run_loses_no_decision() {
         Duration::from_secs(60),
         || printed_count() > back,
     );
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let stderr = wait_ok(daemon);
-    reader.join().expect("reader");
+    unsafe { libc::kill(run.daemon.id() as i32, libc::SIGTERM) };
+    let stderr = run.finish();
     assert!(
         stderr.contains("unreachable"),
         "the outage is not in the log: {stderr}"

@@ -242,26 +242,6 @@ fn assert_delivered_without_flapping(watcher: &Watcher, lines: &Arc<Mutex<Vec<St
     );
 }
 
-/// `agegate run --loop` on `board` with its stdout collected into the returned lines.
-fn start_collecting(board: &Path, frames: u32) -> (Child, Arc<Mutex<Vec<String>>>) {
-    let mut daemon = agegate()
-        .args(["run", "--max-frames", &frames.to_string(), "--board"])
-        .arg(board)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
-    let stdout = daemon.stdout.take().expect("stdout");
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    let into = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            into.lock().expect("lock").push(line);
-        }
-    });
-    (daemon, lines)
-}
-
 #[test]
 fn an_oversize_or_looser_policy_is_refused_and_telemetry_keeps_delivering() {
     let Some(Site {
@@ -278,7 +258,8 @@ fn an_oversize_or_looser_policy_is_refused_and_telemetry_keeps_delivering() {
     // to end the connection at every subscription.
     publish_policy_file(dir.path(), port, &padded_policy(10 * 1024 + 1), true);
     let board = telemetry_board_with(dir.path(), port, "loop = true\n", "remote_policy = true\n");
-    let (daemon, lines) = start_collecting(&board, 300);
+    let run = start_collecting(&board, &["--max-frames", "300"]);
+    let lines = Arc::clone(&run.lines);
     let acks = || watcher.on("policy/ack");
     let refused_with = |n: usize, what: &str| {
         wait_until(what, Duration::from_secs(60), || acks().len() >= n);
@@ -300,7 +281,7 @@ fn an_oversize_or_looser_policy_is_refused_and_telemetry_keeps_delivering() {
     publish_policy_file(dir.path(), port, &padded_policy(4 << 20), false);
     let e = refused_with(3, "the 4 MiB policy's refusal");
     assert!(e.contains(&format!("over the {limit}-byte limit")), "{e}");
-    let stderr = wait_ok(daemon);
+    let stderr = run.finish();
     assert_delivered_without_flapping(&watcher, &lines);
     // None of them changed what the gate allows: the board's policy decided throughout.
     let status = watcher.on("status");
@@ -321,8 +302,9 @@ fn with_remote_policy_off_no_policy_is_even_read() {
     };
     publish_policy_file(dir.path(), port, &padded_policy(11 * 1024), true);
     let board = telemetry_board(dir.path(), port, "loop = true\n");
-    let (daemon, lines) = start_collecting(&board, 150);
-    let stderr = wait_ok(daemon);
+    let run = start_collecting(&board, &["--max-frames", "150"]);
+    let lines = Arc::clone(&run.lines);
+    let stderr = run.finish();
     assert_delivered_without_flapping(&watcher, &lines);
     assert!(watcher.on("policy/ack").is_empty(), "{stderr}");
     assert!(!stderr.contains("policy/set"), "{stderr}");
