@@ -1,21 +1,25 @@
-//! One photo through every stage: detect -> align -> quality, estimate -> decide.
+//! One frame through every stage: detect -> align -> quality, estimate, liveness evidence.
+//!
+//! The pipeline finds facts ([`FrameFaces`]); it decides nothing. A photo's gate is
+//! decided by the device's own [`Session`](crate::session::Session), fed the photo as a
+//! window of one frame ([`StillWindow`]), so `agegate estimate`, `eval` and `calibrate`
+//! measure the gate the daemon runs.
 
 use image::RgbImage;
 
 use crate::align::aligned_crop_into;
 use crate::config::Board;
-use crate::daemon::{FaceEstimator, FrameFaces, MAX_OTHER_FACES};
+use crate::daemon::FaceEstimator;
 use crate::decide::Policy;
-use crate::detect::{main_face, Face, FaceDetector};
+use crate::detect::{main_face, BBox, Face, FaceDetector};
 use crate::digest::ModelFile;
 use crate::digest::Sha256;
 use crate::domain::{Decision, ReferReason};
 use crate::engine::{ModelError, Runtime};
 use crate::estimate::{AgeEstimate, AgeModel};
-use crate::liveness::{
-    FrameEvidence, LivenessModels, LivenessSettings, Measures, PointTracker, Verdict,
-};
-use crate::quality::{Quality, QualitySettings};
+use crate::liveness::{FrameEvidence, LivenessModels, PointTracker};
+use crate::quality::Quality;
+use crate::session::{FrameFaces, SessionSettings, StillWindow, MAX_OTHER_FACES};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaceResult {
@@ -41,14 +45,13 @@ pub struct Pipeline {
     pub detector: FaceDetector,
     pub age_model: AgeModel,
     pub policy: Policy,
-    /// A face below this gate is decided REFER, reason `low_quality` (`[quality]`).
-    pub quality: QualitySettings,
+    /// The board's decision window: its quality gate (`[quality]`), other-face rule and
+    /// liveness thresholds (`[liveness]`), which a photo's window follows too.
+    pub session: SessionSettings,
     /// Photos above this many pixels are refused before decoding (`[capture] max_pixels`).
     pub max_pixels: u64,
     /// The liveness models, when `[liveness]` is on.
     pub liveness: Option<LivenessModels>,
-    /// `[liveness]`'s thresholds (a photo is judged on the passive scores only).
-    pub liveness_settings: LivenessSettings,
     crop: std::cell::RefCell<RgbImage>,
     /// The main face's image points, followed from frame to frame (`liveness::track`).
     tracker: std::cell::RefCell<PointTracker>,
@@ -61,10 +64,9 @@ impl Pipeline {
             detector,
             age_model,
             policy,
-            quality: QualitySettings::default(),
+            session: SessionSettings::default(),
             max_pixels: crate::jpeg::DEFAULT_MAX_PIXELS,
             liveness: None,
-            liveness_settings: LivenessSettings::default(),
             crop: std::cell::RefCell::new(RgbImage::new(size, size)),
             tracker: std::cell::RefCell::default(),
         }
@@ -104,33 +106,32 @@ impl Pipeline {
         }
         let mut pipeline = Self::new(detector, age_model, board.policy);
         pipeline.max_pixels = board.max_pixels();
-        pipeline.quality = board.daemon.session.quality;
+        pipeline.session = board.daemon.session;
         pipeline.liveness = LivenessModels::load_on(&board.liveness, runtime)?;
-        pipeline.liveness_settings = board.liveness.settings;
         Ok(pipeline)
     }
 
-    /// Every face in the photo, the main face first.
+    /// Every face in the photo, the main face first, each decided as the device would
+    /// decide a window of this one frame with that face followed and the others beside it.
     pub fn process(&self, photo: &RgbImage) -> Result<Vec<FaceResult>, ModelError> {
         let mut faces = self.detector.detect(photo)?;
         if let Some(main) = main_face(&faces, photo.width(), photo.height()) {
             faces.swap(0, main);
         }
         let mut results = Vec::with_capacity(faces.len());
-        for (i, face) in faces.into_iter().enumerate() {
-            let (estimate, quality) = self.estimate_face(photo, &face)?;
-            let evidence = self.evidence(photo, &face)?;
-            let (decision, reason) = match self.quality.failure(&quality) {
-                Some(_) => (Decision::Refer, Some(ReferReason::LowQuality)),
-                None if evidence.is_some_and(|e| self.passive_spoof(&e)) => {
-                    (Decision::Refer, Some(ReferReason::Liveness))
-                }
-                None => self
-                    .policy
-                    .decide_why(estimate.age, estimate.sigma, estimate.p_over),
+        for (i, face) in faces.iter().enumerate() {
+            let (estimate, quality) = self.estimate_face(photo, face)?;
+            let evidence = self.evidence(photo, face)?;
+            let others = others_than(&faces, i);
+            let frame = FrameFaces {
+                main: Some((face.bbox, estimate.clone())),
+                others,
+                quality: Some(quality),
+                liveness: evidence,
             };
+            let (decision, reason) = self.decide_still(&frame);
             results.push(FaceResult {
-                face,
+                face: face.clone(),
                 estimate,
                 quality,
                 real: evidence.and_then(|e| e.real),
@@ -143,6 +144,42 @@ impl Pipeline {
         Ok(results)
     }
 
+    /// One frame's faces decided as a window of that frame alone.
+    fn decide_still(&self, frame: &FrameFaces) -> (Decision, Option<ReferReason>) {
+        match StillWindow::new(self.session, self.policy, 1) {
+            Ok(mut window) => {
+                let verdict = window.observe(frame).unwrap_or_else(|| window.finish());
+                (verdict.decision, verdict.reason)
+            }
+            // The board validated these settings; should they still be refused, nothing
+            // is decided on them.
+            Err(e) => {
+                tracing::error!("session settings: {e}");
+                (Decision::Refer, Some(ReferReason::Fault))
+            }
+        }
+    }
+
+    /// The main face of a frame and what the gate needs of it, without following its
+    /// points from an earlier frame (a photo, or a view of one); also the number of faces
+    /// found.
+    pub fn still_faces(&self, frame: &RgbImage) -> Result<(FrameFaces, usize), ModelError> {
+        let faces = self.detector.detect(frame)?;
+        let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
+            return Ok((FrameFaces::default(), faces.len()));
+        };
+        let others = others_than(&faces, i);
+        let (estimate, quality) = self.estimate_face(frame, &faces[i])?;
+        let liveness = self.evidence(frame, &faces[i])?;
+        let found = FrameFaces {
+            main: Some((faces[i].bbox, estimate)),
+            others,
+            quality: Some(quality),
+            liveness,
+        };
+        Ok((found, faces.len()))
+    }
+
     /// The liveness evidence of one face, when `[liveness]` is on.
     pub fn evidence(
         &self,
@@ -153,18 +190,6 @@ impl Pipeline {
             .as_ref()
             .map(|models| models.evidence(photo, face))
             .transpose()
-    }
-
-    /// Whether one photo's passive scores make it a spoof (a photo has no motion to judge).
-    fn passive_spoof(&self, evidence: &FrameEvidence) -> bool {
-        let settings = LivenessSettings {
-            mode: crate::liveness::LivenessMode::Passive,
-            ..self.liveness_settings
-        };
-        matches!(
-            settings.judge(&Measures::of_frame(evidence)),
-            Verdict::Spoof(_)
-        )
     }
 
     /// The estimate of one face, and its quality.
@@ -181,32 +206,29 @@ impl Pipeline {
 }
 
 impl FaceEstimator for Pipeline {
+    /// [`Pipeline::still_faces`], with the main face's points followed from the last
+    /// frame (the liveness motion cues need them).
     fn faces(&self, frame: &RgbImage) -> Result<FrameFaces, ModelError> {
-        let faces = self.detector.detect(frame)?;
-        let Some(i) = main_face(&faces, frame.width(), frame.height()) else {
+        let (mut found, _) = self.still_faces(frame)?;
+        match found.liveness.as_mut() {
+            Some(e) => e.follow(&mut self.tracker.borrow_mut(), frame),
             // Nobody in view: the next face is followed afresh.
-            self.tracker.borrow_mut().reset();
-            return Ok(FrameFaces::default());
-        };
-        let others = faces
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, f)| f.bbox)
-            .take(MAX_OTHER_FACES)
-            .collect();
-        let (estimate, quality) = self.estimate_face(frame, &faces[i])?;
-        let mut liveness = self.evidence(frame, &faces[i])?;
-        if let Some(e) = liveness.as_mut() {
-            e.follow(&mut self.tracker.borrow_mut(), frame);
+            None if found.main.is_none() => self.tracker.borrow_mut().reset(),
+            None => {}
         }
-        Ok(FrameFaces {
-            main: Some((faces[i].bbox, estimate)),
-            others,
-            quality: Some(quality),
-            liveness,
-        })
+        Ok(found)
     }
+}
+
+/// The boxes of every face but the `i`th (at most [`MAX_OTHER_FACES`]).
+fn others_than(faces: &[Face], i: usize) -> heapless::Vec<BBox, MAX_OTHER_FACES> {
+    faces
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, f)| f.bbox)
+        .take(MAX_OTHER_FACES)
+        .collect()
 }
 
 /// Whether `file` hashes to the SHA-256 its board pins (no pin: nothing to check).

@@ -281,6 +281,14 @@ pub struct CalibrateArgs {
     /// Calibrate on the first N rows only.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Also hold the bound on each degraded copy of the set and on all together (kinds as
+    /// `eval --degrade`: grey, lowres, blur, jpeg, scan, small, dark, colorcast, or all).
+    #[arg(long)]
+    pub degrade: Option<String>,
+    /// A cap on the window's sigma, over which the gate REFERs: `none` (default), a
+    /// number of years, or `auto` (the cap that costs adults least).
+    #[arg(long, default_value = "none")]
+    pub max_sigma: String,
     #[command(flatten)]
     pub models: ModelArgs,
 }

@@ -248,13 +248,7 @@ pub(super) fn eval(args: EvalArgs) -> Result<Outcome> {
         .csv
         .clone()
         .unwrap_or_else(|| eval::default_csv_path(&args.json));
-    let degradations = args
-        .degrade
-        .as_deref()
-        .map(Degradation::parse_list)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--degrade: {e}"))?
-        .unwrap_or_default();
+    let degradations = degradations(args.degrade.as_deref())?;
     if !(1..=64).contains(&args.views) {
         bail!("--views {}: give 1 to 64", args.views);
     }
@@ -396,7 +390,7 @@ fn eval_liveness(args: EvalArgs, degradations: Vec<Degradation>) -> Result<Outco
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json + "\n")
         .with_context(|| format!("writing {}", args.json.display()))?;
-    eval::liveness::write_windows_csv(&report, &pipeline.liveness_settings, &csv_path)
+    eval::liveness::write_windows_csv(&report, &pipeline.session.liveness, &csv_path)
         .with_context(|| format!("writing {}", csv_path.display()))?;
     let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.1} %", 100.0 * v));
     let cues = |r: &eval::liveness::Rates| {
@@ -444,11 +438,30 @@ fn eval_liveness(args: EvalArgs, degradations: Vec<Degradation>) -> Result<Outco
     Ok(Outcome::Success)
 }
 
+/// `--degrade`'s kinds (none without the flag).
+fn degradations(spec: Option<&str>) -> Result<Vec<Degradation>> {
+    let parsed = spec.map(Degradation::parse_list).transpose();
+    Ok(parsed
+        .map_err(|e| anyhow::anyhow!("--degrade: {e}"))?
+        .unwrap_or_default())
+}
+
 pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
     // The cheap refusals first: a bad target or an unwritable output costs no evaluation.
     if !(args.max_minor_allow > 0.0 && args.max_minor_allow <= 1.0) {
         bail!(calibrate::CalibrateError::Target(args.max_minor_allow));
     }
+    let max_sigma = match args.max_sigma.as_str() {
+        "none" => calibrate::SigmaCap::None,
+        "auto" => calibrate::SigmaCap::Auto,
+        years => match years.parse::<f32>() {
+            Ok(cap) if agegate::decide::MAX_SIGMAS.contains(&cap) => {
+                calibrate::SigmaCap::Fixed(cap)
+            }
+            _ => bail!("--max-sigma {years}: give none, auto or a number of years from 0.5 to 30"),
+        },
+    };
+    let degradations = degradations(args.degrade.as_deref())?;
     let manifest_bytes = input_file::read(&args.manifest, input_file::MANIFEST)?;
     if let Some(path) = &args.out {
         // Checked, not written: a refused calibration leaves no file behind.
@@ -461,18 +474,34 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
         RuleArg::Margin => RuleKind::Margin,
         RuleArg::POver => RuleKind::POver,
     };
-    let bar = progress_bar(entries.len());
-    let options = eval::EvalOptions {
-        degrade: None,
-        views: 1,
-    };
-    let predictions = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
+    // The set as it is first: its adults are the cost.
+    let mut runs: Vec<(String, Option<Degradation>)> = vec![("clean".to_string(), None)];
+    for d in degradations {
+        runs.push((d.name(), Some(d)));
+    }
+    let bar = progress_bar(entries.len() * runs.len());
+    let predicted: Vec<(String, Vec<eval::Prediction>)> = runs
+        .into_iter()
+        .map(|(name, degrade)| {
+            let options = eval::EvalOptions { degrade, views: 1 };
+            let p = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
+            (name, p)
+        })
+        .collect();
     bar.finish_and_clear();
-    let calibrated = calibrate::calibrate(
-        &predictions,
-        &pipeline.policy,
+    let sets: Vec<calibrate::LabelledSet> = predicted
+        .iter()
+        .map(|(name, predictions)| calibrate::LabelledSet { name, predictions })
+        .collect();
+    let request = calibrate::Request {
         rule,
-        args.max_minor_allow,
+        max_minor_allow: args.max_minor_allow,
+        max_sigma,
+    };
+    let calibrated = calibrate::calibrate(
+        &sets,
+        &pipeline.policy,
+        request,
         &args.manifest,
         &manifest_bytes,
         calibrate::today(),
@@ -483,7 +512,17 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
         .iter()
         .position(|c| *c == calibrated.chosen)
         .unwrap_or(0);
-    print_err("value     minors allowed   upper bound   adults 25+ not allowed");
+    let cap = calibrated
+        .policy
+        .max_sigma()
+        .map_or("none".to_string(), |c| format!("{c}"));
+    print_err(&format!(
+        "max_sigma {cap}; the upper bound is the worst of the sets ({}) and all together",
+        sets.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+    ));
+    print_err(
+        "value     minors allowed   all sets   upper bound (where)      adults 25+ not allowed",
+    );
     for c in calibrated.table.iter().skip(at.saturating_sub(8)).take(16) {
         let mark = if *c == calibrated.chosen {
             "  <- chosen"
@@ -491,11 +530,13 @@ pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
             ""
         };
         print_err(&format!(
-            "{:<9.4} {:>6} / {:<7} {:>10.5}   {:>8.1} %{mark}",
+            "{:<9.4} {:>6} / {:<7} {:>8} {:>10.5} ({:<10}) {:>8.1} %{mark}",
             c.value,
             c.minors_allowed,
             calibrated.calibration.minors,
+            c.minors_allowed_all,
             c.minor_allow_upper,
+            c.worst_set,
             100.0 * c.adult_referral
         ));
     }

@@ -527,9 +527,15 @@ impl LivenessWindow {
         let mut median_of = |get: &dyn Fn(&FrameEvidence) -> Option<f32>| {
             let mut k = 0;
             for (_, e) in &self.frames {
-                if let Some(v) = get(e).filter(|v| v.is_finite()) {
-                    scratch[k] = v;
-                    k += 1;
+                match get(e) {
+                    // A score that cannot be read flags its cue (NaN is below every
+                    // threshold): it must not vanish into "not measured".
+                    Some(v) if !v.is_finite() => return Some(f32::NAN),
+                    Some(v) => {
+                        scratch[k] = v;
+                        k += 1;
+                    }
+                    None => {}
                 }
             }
             // Every frame must have it: a score missing on some frames is not a median.

@@ -655,3 +655,21 @@ fn the_crop_matches_the_fixture_the_models_were_checked_on() {
     crop::resize_bilinear(&crop, 192, 32, &mut small);
     check("liveness_input.png", &small, 32);
 }
+
+#[test]
+fn an_unreadable_passive_score_on_one_frame_flags_the_window() {
+    // NaN on one frame of twelve: before, the frame was dropped from the median, the
+    // score became "missing" and the cue read as passed.
+    let w = window(|k| FrameEvidence {
+        real: Some(if k == 5 { f32::NAN } else { 0.9 }),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    let settings = on(LivenessMode::Passive);
+    assert_eq!(verdict(&settings, &w), Verdict::Spoof(Cue::Antispoof));
+    // A score absent on some frames (the model not run there) is still not a median.
+    let w = window(|k| FrameEvidence {
+        real: (k != 5).then_some(0.1),
+        ..evidence(turning(&HEAD, k), 0.3)
+    });
+    assert_eq!(w.measures(settings.blink_ratio).real, None);
+}

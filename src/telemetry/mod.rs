@@ -47,11 +47,15 @@ pub fn policy_summary(policy: &Policy) -> Value {
             deny_p,
         } => json!({"kind": kind, "age": age, "allow_p": r(allow_p), "deny_p": r(deny_p)}),
     };
-    json!({
+    let mut summary = json!({
         "legal_age": r(policy.legal_age()),
         "challenge_age": r(policy.challenge_age()),
         "rule": rule,
-    })
+    });
+    if let Some(cap) = policy.max_sigma() {
+        summary["max_sigma"] = json!(r(cap));
+    }
+    summary
 }
 
 /// What `status` says of the unit besides its state.

@@ -333,36 +333,25 @@ impl Core {
             }));
             self.clear_if_healthy(out);
         }
-        let FrameFaces {
-            main,
-            others,
-            quality,
-            liveness,
-        } = faces;
         let settings = self.settings.session;
         let face_trigger = settings.trigger == Trigger::Face;
+        let main = faces.main.as_ref().map(|(b, _)| *b);
         match &mut self.state {
             State::Deciding(w) => {
-                w.session.observe_frame(
-                    now.frame_ms,
-                    main,
-                    &others,
-                    quality.as_ref(),
-                    liveness.as_ref(),
-                );
+                w.session.observe_faces(now.frame_ms, &faces);
                 self.poll_window(now, out);
             }
             State::CoolingDown(Decided {
                 face: Some((decided, seen)),
                 ..
-            }) if main.as_ref().is_some_and(|(b, _)| {
+            }) if main.is_some_and(|b| {
                 b.iou(decided) >= settings.iou_threshold
                     && now.frame_ms.saturating_sub(*seen) <= settings.lost_face_ms
             }) =>
             {
                 // The decided person is still there as long as their box keeps overlapping.
-                if let Some((b, _)) = &main {
-                    *decided = *b;
+                if let Some(b) = main {
+                    *decided = b;
                     *seen = now.frame_ms;
                 }
             }
@@ -371,13 +360,7 @@ impl Core {
                 self.next_face_id = self.next_face_id.wrapping_add(1).max(1);
                 self.open_window(now, id, Origin::Face, self.policy, out);
                 if let State::Deciding(w) = &mut self.state {
-                    w.session.observe_frame(
-                        now.frame_ms,
-                        main,
-                        &others,
-                        quality.as_ref(),
-                        liveness.as_ref(),
-                    );
+                    w.session.observe_faces(now.frame_ms, &faces);
                 }
                 self.poll_window(now, out);
             }

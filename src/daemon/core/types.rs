@@ -3,14 +3,9 @@
 use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::detect::BBox;
-use crate::estimate::AgeEstimate;
-use crate::liveness::FrameEvidence;
-use crate::quality::Quality;
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
-
-/// Most other faces a frame reports (the rest are not needed to know there are others).
-pub const MAX_OTHER_FACES: usize = 8;
+pub use crate::session::{FrameFaces, MAX_OTHER_FACES};
 
 /// The time of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,18 +14,6 @@ pub struct Now {
     pub frame_ms: u64,
     /// Monotonic wall time.
     pub wall_ms: u64,
-}
-
-/// What one frame holds: the main face and its estimate (if any), and the boxes of the
-/// other faces (not estimated).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FrameFaces {
-    pub main: Option<(BBox, AgeEstimate)>,
-    pub others: heapless::Vec<BBox, MAX_OTHER_FACES>,
-    /// The main face's quality, when the estimator measures it.
-    pub quality: Option<Quality>,
-    /// The main face's liveness evidence, when `[liveness]` is on.
-    pub liveness: Option<FrameEvidence>,
 }
 
 /// Something the shell saw.

@@ -327,7 +327,7 @@ pub fn evaluate(
     options: &LivenessEvalOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<LivenessReport, String> {
-    let settings = pipeline.liveness_settings;
+    let settings = pipeline.session.liveness;
     if pipeline.liveness.is_none() {
         return Err(
             "the board's `[liveness] mode` is off: give a board with liveness on \

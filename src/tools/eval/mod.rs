@@ -2,8 +2,12 @@
 //! operator and a model builder need: MAE, CS(5), bias and MAE per age band, the gate's
 //! rates, NIST FATE-style figures with intervals ([`nist`]), MAE and minors allowed by
 //! face size, and, with `--degrade`, the same under each degradation ([`super::degrade`]);
-//! with `--views N`, each photo seen N times under small jitter and aggregated as the
-//! daemon aggregates a window of frames.
+//! with `--views N`, each photo seen N times under small jitter.
+//!
+//! Each photo is decided by the device's own window ([`StillWindow`]): its views are the
+//! window's frames, so the quality gate, the other-face rule, `[liveness]`'s passive
+//! verdict and the policy are the daemon's (what a still cannot give is listed at
+//! [`crate::session::still_settings`]).
 
 pub mod attacks;
 pub mod liveness;
@@ -25,8 +29,8 @@ use crate::domain::{AgeBand, Decision, ReferReason};
 use crate::estimate::AgeEstimate;
 use crate::photo::load_rgb_within;
 use crate::pipeline::Pipeline;
-use crate::quality::Quality;
-use crate::session::Aggregate;
+use crate::quality::{Quality, QualitySettings};
+use crate::session::{still_settings, OtherFaces, SessionSettings, StillWindow};
 use crate::tools::degrade::{seed_of, Degradation};
 use crate::tools::manifest::Entry;
 
@@ -56,8 +60,12 @@ pub struct Estimated {
     pub faces: usize,
     /// The main face's quality in the (first) view.
     pub quality: Quality,
-    /// Views whose estimate counted (quality gate passed).
+    /// Views whose estimate counted (quality gate passed) in the window that decided.
     pub views: usize,
+    /// The decision is the policy's verdict on `estimate`: another policy decides this
+    /// row by its own rule. Otherwise the window referred for a reason no policy changes
+    /// (another face, liveness, too few usable views).
+    pub by_policy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -116,10 +124,17 @@ pub fn predict_all(
         .collect()
 }
 
-/// One photo, seen `views` times (the first as it is), aggregated as a window of frames.
+/// One photo, seen `views` times (the first as it is), decided as the device decides a
+/// window of those frames.
 fn predict_photo(pipeline: &Pipeline, photo: &image::RgbImage, views: usize, seed: u64) -> Outcome {
-    let mut estimates = Vec::with_capacity(views);
+    let mut window = match StillWindow::new(pipeline.session, pipeline.policy, views) {
+        Ok(window) => window,
+        Err(e) => return Outcome::Failed(format!("[session]: {e}")),
+    };
     let mut first: Option<(usize, Quality)> = None;
+    // The steps of the first counted view: the per-step MAE is a property of the model.
+    let mut steps: Option<Vec<f32>> = None;
+    let mut verdict = None;
     for v in 0..views {
         let view = if v == 0 {
             None
@@ -129,49 +144,44 @@ fn predict_photo(pipeline: &Pipeline, photo: &image::RgbImage, views: usize, see
                 seed ^ (v as u64).wrapping_mul(0x9E37_79B9),
             ))
         };
-        let faces = match pipeline.process(view.as_ref().unwrap_or(photo)) {
+        let (faces, found) = match pipeline.still_faces(view.as_ref().unwrap_or(photo)) {
             Ok(faces) => faces,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        let Some(main) = faces.first() else { continue };
-        first.get_or_insert((faces.len(), main.quality));
-        if pipeline.quality.failure(&main.quality).is_none() {
-            estimates.push(main.estimate.clone());
+        if let (Some((_, estimate)), Some(quality)) = (&faces.main, faces.quality) {
+            first.get_or_insert((found, quality));
+            if steps.is_none() && pipeline.session.quality.failure(&quality).is_none() {
+                steps = Some(estimate.steps.clone());
+            }
+        }
+        verdict = window.observe(&faces);
+        if verdict.is_some() {
+            // The device sees no later frame.
+            break;
         }
     }
+    let verdict = verdict.unwrap_or_else(|| window.finish());
     let Some((faces, quality)) = first else {
         return Outcome::NoFace;
     };
-    let Some(agg) = Aggregate::of(&estimates) else {
-        // Faces, but none good enough to count.
-        let estimate = pipeline_estimate_placeholder();
-        return Outcome::Estimated(Estimated {
-            estimate,
-            decision: Decision::Refer,
-            reason: Some(ReferReason::LowQuality),
-            faces,
-            quality,
-            views: 0,
-        });
-    };
-    let (decision, reason) = pipeline.policy.decide_why(agg.age, agg.sigma, agg.p_over);
-    // The steps of the first counted view: the per-step MAE is a property of the model.
-    let steps = estimates
-        .first()
-        .map(|e| e.steps.clone())
-        .unwrap_or_default();
-    Outcome::Estimated(Estimated {
-        estimate: AgeEstimate {
+    let estimate = match verdict.aggregate {
+        Some(agg) => AgeEstimate {
             age: agg.age,
             sigma: agg.sigma,
-            steps,
+            steps: steps.unwrap_or_default(),
             p_over: agg.p_over,
         },
-        decision,
-        reason,
+        // Faces, but none good enough to count.
+        None => pipeline_estimate_placeholder(),
+    };
+    Outcome::Estimated(Estimated {
+        estimate,
+        decision: verdict.decision,
+        reason: verdict.reason,
         faces,
         quality,
-        views: estimates.len(),
+        views: verdict.aggregate.map_or(0, |a| a.frames),
+        by_policy: verdict.by_policy,
     })
 }
 
@@ -263,6 +273,9 @@ pub struct PolicyReport {
     pub p_over_age: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_p: Option<f32>,
+    /// Above this window sigma, REFER whatever the rule says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sigma: Option<f32>,
 }
 
 impl From<&Policy> for PolicyReport {
@@ -276,6 +289,7 @@ impl From<&Policy> for PolicyReport {
             deny_below: None,
             p_over_age: None,
             allow_p: None,
+            max_sigma: p.max_sigma(),
         };
         match p.rule() {
             Rule::Margin { k_sigma } => {
@@ -312,12 +326,41 @@ pub struct IodBucket {
     pub minors_allowed: usize,
 }
 
+/// The device's window as a photo's views fill it ([`still_settings`]).
+#[derive(Debug, Serialize)]
+pub struct WindowReport {
+    /// Counted views it decides on (the board's `min_frames`, at most `--views`).
+    pub min_frames: usize,
+    /// `[session] other_faces`: "refer" or "ignore".
+    pub other_faces: &'static str,
+    /// `[liveness]` as a still is judged: "off" or "passive".
+    pub liveness: &'static str,
+    /// Whether a `[quality]` gate leaves faces out.
+    pub quality_gate: bool,
+}
+
+impl WindowReport {
+    fn of(s: &SessionSettings) -> Self {
+        Self {
+            min_frames: s.min_frames,
+            other_faces: match s.other_faces {
+                OtherFaces::Refer => "refer",
+                OtherFaces::Ignore => "ignore",
+            },
+            liveness: s.liveness.mode.name(),
+            quality_gate: s.quality != QualitySettings::default(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub manifest: String,
     pub age_model: String,
     pub detector_model: String,
     pub policy: PolicyReport,
+    /// The window each photo was decided in (the board's, as a still's).
+    pub window: WindowReport,
     /// Rows in the manifest.
     pub n: usize,
     pub n_estimated: usize,
@@ -568,6 +611,7 @@ pub fn summarise(
         age_model: pipeline.age_model.path().display().to_string(),
         detector_model: pipeline.detector.path().display().to_string(),
         policy: policy.into(),
+        window: WindowReport::of(&still_settings(pipeline.session, views)),
         n: predictions.len(),
         n_estimated: s.n_estimated,
         no_face: s.no_face,
@@ -636,7 +680,7 @@ pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(
         out,
-        "path,true_age,status,age,sigma,decision,reason,faces,steps,p_over,iod_px,yaw_deg,sharpness,error"
+        "path,true_age,status,age,sigma,decision,reason,faces,steps,p_over,iod_px,yaw_deg,sharpness,by_policy,error"
     )?;
     for p in predictions {
         let quoted = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
@@ -659,7 +703,7 @@ pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::
                 let q = &e.quality;
                 writeln!(
                     out,
-                    "{path},{truth},ok,{:.3},{:.3},{},{},{},{},{p_over},{:.1},{:.1},{:.1},",
+                    "{path},{truth},ok,{:.3},{:.3},{},{},{},{},{p_over},{:.1},{:.1},{:.1},{},",
                     e.estimate.age,
                     e.estimate.sigma,
                     e.decision,
@@ -668,12 +712,15 @@ pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::
                     steps.join(";"),
                     q.iod_px,
                     q.yaw_deg,
-                    q.sharpness
+                    q.sharpness,
+                    e.by_policy
                 )?;
             }
-            Outcome::NoFace => writeln!(out, "{path},{truth},no_face,,,REFER,no_face,0,,,,,,")?,
+            Outcome::NoFace => {
+                writeln!(out, "{path},{truth},no_face,,,REFER,no_face,0,,,,,,false,")?
+            }
             Outcome::Failed(why) => {
-                writeln!(out, "{path},{truth},failed,,,,,,,,,,,{}", quoted(why))?
+                writeln!(out, "{path},{truth},failed,,,,,,,,,,,,{}", quoted(why))?
             }
         }
     }

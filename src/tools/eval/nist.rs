@@ -214,6 +214,7 @@ mod tests {
                 clipped: 0.0,
             },
             views: 1,
+            by_policy: true,
         }
     }
 

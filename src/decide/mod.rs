@@ -9,9 +9,14 @@
 //!   when P(age >= legal age) is below `deny_p` (a model with the `p_over` output).
 //!
 //! Anything in between, anything non-finite and a missing face are REFER, with the reason.
+//! Any rule may also cap the model's doubt: with `max_sigma`, a window whose sigma is
+//! above it is REFER (`uncertain`) whatever its age says. A threshold on the age alone
+//! ALLOWs a blurred object estimated at 32 with a sigma of 18; the cap refers it.
 //! A host's REQUEST may raise the legal age (e.g. 21 for spirits): every threshold moves up
 //! by as much, so the board's margin is kept; it may never lower it below
 //! `min_request_age`.
+
+mod tighten;
 
 use serde::Deserialize;
 
@@ -38,6 +43,8 @@ pub struct RawPolicy {
     pub deny_p: Option<f32>,
     /// The lowest legal age a host's REQUEST may ask for (default: `legal_age`).
     pub min_request_age: Option<f32>,
+    /// The window's sigma, years, above which no rule decides: REFER `uncertain`.
+    pub max_sigma: Option<f32>,
     /// Where the rule's numbers come from (`agegate calibrate` writes it).
     pub calibration: Option<Calibration>,
 }
@@ -87,6 +94,10 @@ pub struct Calibration {
     pub adult_referral: f64,
     /// When (UTC date).
     pub date: String,
+    /// The degradations of the set the bound also held on, each and all together
+    /// (`agegate calibrate --degrade`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
 }
 
 /// How the policy turns an estimate into a verdict.
@@ -104,6 +115,8 @@ pub(crate) const MAX_CHALLENGE_MARGIN: f32 = 15.0;
 pub(crate) const K_SIGMAS: std::ops::RangeInclusive<f32> = 0.0..=5.0;
 /// How far above the legal age a threshold rule may ALLOW.
 pub(crate) const MAX_ALLOW_ABOVE_LEGAL: f32 = 25.0;
+/// `max_sigma`, years: under half a year would refer every face; over 30 caps nothing.
+pub const MAX_SIGMAS: std::ops::RangeInclusive<f32> = 0.5..=30.0;
 
 /// A validated policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,6 +127,8 @@ pub struct Policy {
     /// The lowest legal age a REQUEST may ask for: a host may raise the board's age,
     /// never lower it below this.
     min_request_age: f32,
+    /// Above this sigma the verdict is REFER `uncertain`, whatever the rule says.
+    max_sigma: Option<f32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -134,6 +149,8 @@ pub enum PolicyError {
     POverAge(u8),
     #[error("allow_p ({allow_p}) must be in (0.5, 1) and deny_p ({deny_p}) in [0, 0.5)")]
     POver { allow_p: f32, deny_p: f32 },
+    #[error("max_sigma ({0}) must be a number from 0.5 to 30")]
+    MaxSigma(f32),
     #[error("{0}")]
     Missing(&'static str),
 }
@@ -148,6 +165,7 @@ impl PolicyError {
             PolicyError::Threshold { .. } => "policy.allow_at",
             PolicyError::POverAge(_) => "policy.p_over_age",
             PolicyError::POver { .. } => "policy.allow_p",
+            PolicyError::MaxSigma(_) => "policy.max_sigma",
             PolicyError::Missing(_) => "policy.rule",
         }
     }
@@ -204,6 +222,7 @@ impl Policy {
             challenge_age,
             rule,
             min_request_age: legal_age,
+            max_sigma: None,
         })
     }
 
@@ -266,7 +285,9 @@ impl Policy {
                 "does not apply to this policy's rule",
             ));
         }
-        let policy = Self::with_rule(raw.legal_age, raw.challenge_age, rule).map_err(err)?;
+        let policy = Self::with_rule(raw.legal_age, raw.challenge_age, rule)
+            .and_then(|p| p.with_max_sigma(raw.max_sigma))
+            .map_err(err)?;
         match raw.min_request_age {
             None => Ok(policy),
             Some(floor) => policy
@@ -293,6 +314,19 @@ impl Policy {
 
     pub fn min_request_age(&self) -> f32 {
         self.min_request_age
+    }
+
+    /// The same policy with a cap on the window's sigma (`None`: no cap).
+    pub fn with_max_sigma(mut self, max_sigma: Option<f32>) -> Result<Self, PolicyError> {
+        if let Some(m) = max_sigma.filter(|m| !MAX_SIGMAS.contains(m)) {
+            return Err(PolicyError::MaxSigma(m));
+        }
+        self.max_sigma = max_sigma;
+        Ok(self)
+    }
+
+    pub fn max_sigma(&self) -> Option<f32> {
+        self.max_sigma
     }
 
     /// The same policy for a host that asks for `legal_age` (a REQUEST's required age):
@@ -329,87 +363,9 @@ impl Policy {
         };
         Ok(Self {
             min_request_age: self.min_request_age,
+            max_sigma: self.max_sigma,
             ..Self::with_rule(legal_age, self.challenge_age + up, rule)?
         })
-    }
-
-    /// Refuses, naming what, a policy that would let through anyone `board` would not: a
-    /// lower legal age or REQUEST floor, another rule, or the same rule ALLOWing nearer the
-    /// legal age. A REQUEST moves every threshold by as many years as the legal age
-    /// (`with_legal_age`), so comparing each ALLOW threshold's distance above the legal
-    /// age covers every REQUEST too. DENY may move freely: it never opens the gate.
-    pub fn no_looser_than(&self, board: &Policy) -> Result<(), String> {
-        let looser = |what: &str, this: f32, theirs: f32| {
-            Err(format!(
-                "{what} {} is below the board's {}: a remote policy may only tighten the board's",
-                round3(this),
-                round3(theirs)
-            ))
-        };
-        if self.legal_age < board.legal_age {
-            return looser("legal_age", self.legal_age, board.legal_age);
-        }
-        if self.min_request_age < board.min_request_age {
-            return looser(
-                "min_request_age",
-                self.min_request_age,
-                board.min_request_age,
-            );
-        }
-        let above_legal = |p: &Policy, v: f32| v - p.legal_age;
-        match (self.rule, board.rule) {
-            (Rule::Margin { k_sigma }, Rule::Margin { k_sigma: theirs }) => {
-                let (this, board_c) = (
-                    above_legal(self, self.challenge_age),
-                    above_legal(board, board.challenge_age),
-                );
-                if this < board_c {
-                    return looser("challenge_age - legal_age", this, board_c);
-                }
-                if k_sigma < theirs {
-                    return looser("k_sigma", k_sigma, theirs);
-                }
-            }
-            (
-                Rule::Threshold { allow_at, .. },
-                Rule::Threshold {
-                    allow_at: theirs, ..
-                },
-            ) => {
-                let (this, board_a) = (above_legal(self, allow_at), above_legal(board, theirs));
-                if this < board_a {
-                    return looser("allow_at - legal_age", this, board_a);
-                }
-            }
-            (
-                Rule::POver { age, allow_p, .. },
-                Rule::POver {
-                    age: theirs,
-                    allow_p: theirs_p,
-                    ..
-                },
-            ) => {
-                let (this, board_a) = (
-                    above_legal(self, f32::from(age)),
-                    above_legal(board, f32::from(theirs)),
-                );
-                if this < board_a {
-                    return looser("p_over_age - legal_age", this, board_a);
-                }
-                if allow_p < theirs_p {
-                    return looser("allow_p", allow_p, theirs_p);
-                }
-            }
-            (this, theirs) => {
-                return Err(format!(
-                    "rule `{}` is not the board's `{}`: a remote policy keeps the board's rule \
-                     and may only tighten its numbers",
-                    rule_name(this),
-                    rule_name(theirs)
-                ))
-            }
-        }
-        Ok(())
     }
 
     pub fn legal_age(&self) -> f32 {
@@ -445,6 +401,9 @@ impl Policy {
         let unreadable = (Decision::Refer, Some(ReferReason::Unreadable));
         if !(age.is_finite() && sigma.is_finite() && sigma >= 0.0) {
             return unreadable;
+        }
+        if self.max_sigma.is_some_and(|m| sigma > m) {
+            return (Decision::Refer, Some(ReferReason::Uncertain));
         }
         let verdict = match self.rule {
             Rule::Margin { k_sigma } => {
@@ -539,279 +498,4 @@ pub(crate) fn rule_name(rule: Rule) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn raw(text: &str) -> RawPolicy {
-        toml::from_str(text).expect("policy toml")
-    }
-
-    #[test]
-    fn challenge_25_with_margin() {
-        let p = Policy::new(18.0, 25.0, 1.0).unwrap();
-        let d = |age, sigma| p.decide(age, sigma, None);
-        assert_eq!(d(30.0, 5.0), Decision::Allow);
-        assert_eq!(d(30.0, 5.1), Decision::Refer);
-        assert_eq!(d(12.0, 5.9), Decision::Deny);
-        assert_eq!(d(12.0, 6.0), Decision::Refer);
-        assert_eq!(d(21.0, 0.0), Decision::Refer);
-        assert_eq!(d(f32::NAN, 1.0), Decision::Refer);
-        assert_eq!(d(40.0, f32::INFINITY), Decision::Refer);
-        assert_eq!(d(40.0, -1.0), Decision::Refer);
-    }
-
-    #[test]
-    fn bad_policies_are_refused() {
-        assert!(Policy::new(25.0, 18.0, 1.0).is_err());
-        assert!(Policy::new(18.0, 25.0, -0.5).is_err());
-        assert!(Policy::new(f32::NAN, 25.0, 1.0).is_err());
-        assert!(Policy::new(18.0, 25.0, 0.0).is_ok());
-        // What a hostile tester got accepted: a gate that opens for anyone.
-        assert_eq!(Policy::new(1.0, 1.0, 0.0), Err(PolicyError::LegalAge(1.0)));
-        assert!(matches!(
-            Policy::new(18.0, 1e30, 1.0),
-            Err(PolicyError::ChallengeAge { .. })
-        ));
-        assert!(Policy::new(18.0, 33.0, 1.0).is_ok());
-        assert!(Policy::new(18.0, 33.5, 1.0).is_err());
-        assert!(Policy::new(18.0, 25.0, 5.0).is_ok());
-        assert_eq!(Policy::new(18.0, 25.0, 5.5), Err(PolicyError::Margin(5.5)));
-        assert!(Policy::new(30.0, 30.0, 1.0).is_ok());
-        assert!(Policy::new(31.0, 31.0, 1.0).is_err());
-        assert!(Policy::new(18.0, 25.0, f32::INFINITY).is_err());
-        // A threshold below the legal age, a probability that is not one.
-        let t = |allow_at, deny_below| {
-            Policy::with_rule(
-                18.0,
-                25.0,
-                Rule::Threshold {
-                    allow_at,
-                    deny_below,
-                },
-            )
-        };
-        assert!(t(27.0, 15.0).is_ok());
-        assert!(t(17.0, 15.0).is_err());
-        assert!(t(27.0, 19.0).is_err());
-        let p = |age, allow_p| {
-            Policy::with_rule(
-                18.0,
-                25.0,
-                Rule::POver {
-                    age,
-                    allow_p,
-                    deny_p: 0.05,
-                },
-            )
-        };
-        assert!(p(25, 0.95).is_ok());
-        assert_eq!(p(17, 0.95), Err(PolicyError::POverAge(17)));
-        assert_eq!(
-            p(16, 0.95),
-            Err(PolicyError::POverAge(16)),
-            "below the legal age"
-        );
-        assert!(p(25, 1.0).is_err() && p(25, 0.3).is_err());
-    }
-
-    #[test]
-    fn the_policy_section_names_its_keys() {
-        let ok = raw("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 28.5\ndeny_below = 14");
-        let p = Policy::from_raw(ok).unwrap();
-        assert_eq!(
-            p.rule(),
-            Rule::Threshold {
-                allow_at: 28.5,
-                deny_below: 14.0
-            }
-        );
-        let cases = [
-            ("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 28.5", "policy.rule"),
-            ("legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 50\ndeny_below = 14", "policy.allow_at"),
-            ("legal_age = 18\nchallenge_age = 25\nk_sigma = 1\nallow_at = 28", "policy.allow_at"),
-            ("legal_age = 18\nchallenge_age = 25\nrule = \"p_over\"\np_over_age = 20\nallow_p = 0.9", "policy.p_over_age"),
-            ("legal_age = 18\nchallenge_age = 25\n", "policy.rule"),
-        ];
-        for (text, key) in cases {
-            let e = Policy::from_raw(raw(text)).unwrap_err();
-            assert_eq!(e.key, key, "{text}: {e}");
-        }
-        assert!(toml::from_str::<RawPolicy>(
-            "legal_age = 18\nchallenge_age = 25\nk_sigma = 1\nfoo = 2"
-        )
-        .is_err());
-        assert!(toml::from_str::<RawPolicy>(
-            "legal_age = 18\nchallenge_age = 25\nrule = \"vibes\""
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn a_host_asks_for_its_own_legal_age_with_the_board_margin() {
-        let board = Policy::new(18.0, 25.0, 1.0).unwrap();
-        let p = board.with_legal_age(21.0).unwrap();
-        assert_eq!((p.legal_age(), p.challenge_age()), (21.0, 28.0));
-        assert_eq!(p.rule(), Rule::Margin { k_sigma: 1.0 });
-        assert!(board.with_legal_age(1.0).is_err());
-        assert!(board.with_legal_age(255.0).is_err());
-        let t = Policy::with_rule(
-            18.0,
-            25.0,
-            Rule::Threshold {
-                allow_at: 27.0,
-                deny_below: 15.0,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            t.with_legal_age(21.0).unwrap().rule(),
-            Rule::Threshold {
-                allow_at: 30.0,
-                deny_below: 18.0
-            }
-        );
-        let p = Policy::with_rule(
-            18.0,
-            25.0,
-            Rule::POver {
-                age: 18,
-                allow_p: 0.9,
-                deny_p: 0.05,
-            },
-        )
-        .unwrap();
-        assert!(matches!(
-            p.with_legal_age(21.0).unwrap().rule(),
-            Rule::POver { age: 21, .. }
-        ));
-        assert!(
-            p.with_legal_age(19.0).is_err(),
-            "the model has no P(age >= 19)"
-        );
-    }
-
-    #[test]
-    fn every_rule_refers_with_a_reason() {
-        let m = Policy::new(18.0, 25.0, 1.0).unwrap();
-        assert_eq!(m.decide_why(40.0, 2.0, None), (Decision::Allow, None));
-        assert_eq!(
-            m.decide_why(24.0, 2.0, None),
-            (Decision::Refer, Some(ReferReason::Uncertain))
-        );
-        assert_eq!(
-            m.decide_why(f32::NAN, 2.0, None),
-            (Decision::Refer, Some(ReferReason::Unreadable))
-        );
-        let t = Policy::with_rule(
-            18.0,
-            25.0,
-            Rule::Threshold {
-                allow_at: 27.0,
-                deny_below: 15.0,
-            },
-        )
-        .unwrap();
-        assert_eq!(t.decide(27.0, 9.0, None), Decision::Allow);
-        assert_eq!(t.decide(26.9, 0.1, None), Decision::Refer);
-        assert_eq!(t.decide(14.9, 9.0, None), Decision::Deny);
-        let p = Policy::with_rule(
-            18.0,
-            25.0,
-            Rule::POver {
-                age: 25,
-                allow_p: 0.9,
-                deny_p: 0.05,
-            },
-        )
-        .unwrap();
-        let probs = |p18, p25| Some([1.0, 1.0, p18, (p18 + p25) / 2.0, p25]);
-        assert_eq!(p.decide(30.0, 5.0, probs(0.99, 0.95)), Decision::Allow);
-        assert_eq!(p.decide(30.0, 5.0, probs(0.99, 0.5)), Decision::Refer);
-        assert_eq!(p.decide(12.0, 5.0, probs(0.01, 0.0)), Decision::Deny);
-        assert_eq!(
-            p.decide_why(30.0, 5.0, None),
-            (Decision::Refer, Some(ReferReason::Unreadable))
-        );
-        assert_eq!(p.decide(30.0, 5.0, Some([f32::NAN; 5])), Decision::Refer);
-        assert_eq!(
-            p.confidence(Decision::Allow, 30.0, 5.0, probs(0.99, 0.95)),
-            95
-        );
-    }
-
-    #[test]
-    fn a_policy_may_tighten_the_board_s_never_loosen_it() {
-        let policy = |text: &str| Policy::from_raw(raw(text)).expect("valid policy");
-        let board = policy(
-            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 29.8\n\
-             deny_below = 14",
-        );
-        let refused = |text: &str| policy(text).no_looser_than(&board).unwrap_err();
-        // What the hostile tester had acked: a gate for ten-year-olds.
-        let e = refused(
-            "legal_age = 10\nchallenge_age = 10\nrule = \"threshold\"\nallow_at = 10\n\
-             deny_below = 0",
-        );
-        assert!(e.contains("legal_age 10 is below the board's 18"), "{e}");
-        let e = refused(
-            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 29\n\
-             deny_below = 14",
-        );
-        assert!(
-            e.contains("allow_at - legal_age 11 is below the board's 11.8"),
-            "{e}"
-        );
-        let e = refused(
-            "legal_age = 21\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 31\n\
-             deny_below = 14\nmin_request_age = 16",
-        );
-        assert!(e.contains("min_request_age 16"), "{e}");
-        let e = refused("legal_age = 18\nchallenge_age = 25\nk_sigma = 2");
-        assert!(
-            e.contains("rule `margin` is not the board's `threshold`"),
-            "{e}"
-        );
-        // Tighter: a higher line, a higher legal age with its line moved up, DENY moved.
-        for tighter in [
-            "legal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\nallow_at = 40\n\
-             deny_below = 17",
-            "legal_age = 21\nchallenge_age = 28\nrule = \"threshold\"\nallow_at = 32.8\n\
-             deny_below = 5",
-        ] {
-            assert_eq!(policy(tighter).no_looser_than(&board), Ok(()), "{tighter}");
-        }
-        let margin = policy("legal_age = 18\nchallenge_age = 25\nk_sigma = 1");
-        let looser_margin = policy("legal_age = 18\nchallenge_age = 25\nk_sigma = 0.5");
-        assert!(looser_margin
-            .no_looser_than(&margin)
-            .unwrap_err()
-            .contains("k_sigma"));
-        let nearer = policy("legal_age = 18\nchallenge_age = 24\nk_sigma = 1");
-        assert!(nearer.no_looser_than(&margin).is_err());
-        assert_eq!(margin.no_looser_than(&margin), Ok(()));
-    }
-
-    #[test]
-    fn a_policy_text_is_one_policy_table_checked_by_key() {
-        let ok = Policy::from_toml("[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1\n");
-        assert_eq!(ok.ok(), Policy::new(18.0, 25.0, 1.0).ok());
-        let err = |text: &str| Policy::from_toml(text).unwrap_err().to_string();
-        assert!(
-            err("legal_age = 18").contains("policy"),
-            "{}",
-            err("legal_age = 18")
-        );
-        assert!(
-            err("[policy]\nlegal_age = 18\nchallenge_age = 25\nk_sigma = 1\nfoo = 1\n")
-                .contains("foo")
-        );
-        assert!(
-            err("[policy]\nlegal_age = 18\nchallenge_age = 12\nk_sigma = 1\n")
-                .contains("policy.challenge_age")
-        );
-        assert!(matches!(
-            Policy::from_toml("not toml ["),
-            Err(PolicyTextError::Toml(_))
-        ));
-    }
-}
+mod tests;
