@@ -5,7 +5,10 @@ challenge age, `--k-sigma`) and the threshold on the model's P(age >= A) (ALLOW 
 wrote for the clean set and for each `--degrade` kind (README "Operating point").
 
 Only ALLOW matters for the two figures: under-18s ALLOWed and adults 25+ not ALLOWed.
-A photo without a face, or that failed, is not ALLOWed by either rule (the gate REFERs).
+A photo without a face, or that failed, is not ALLOWed by any rule (the gate REFERs), nor
+is one the device's window referred for a reason no rule changes (another face, liveness,
+low quality: `by_policy` false in the rows). `--max-sigma 8,10` adds the threshold rules
+again with each cap on sigma (over it: REFER).
 
     agegate eval --manifest ../shared/data/utkface/val.csv --json out/val.json --degrade all
     python models/scripts/compare_rules.py --json out/val.json --allow-at 29.8 \\
@@ -50,7 +53,8 @@ def read_rows(path: Path) -> list[Row]:
     rows = []
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
-            ok = r["status"] == "ok"
+            # Rows of evals before the column: every face was the policy's to decide.
+            ok = r["status"] == "ok" and r.get("by_policy", "true") != "false"
             p = r["p_over"] if ok else ""
             rows.append(
                 Row(
@@ -78,6 +82,10 @@ def threshold_rule(allow_at: float):
     return lambda r: r.estimate is not None and r.estimate >= allow_at
 
 
+def capped(rule, max_sigma: float):
+    return lambda r: r.sigma is not None and r.sigma <= max_sigma and rule(r)
+
+
 def margin_rule(k_sigma: float, challenge_age: float):
     return lambda r: r.estimate is not None and r.estimate - k_sigma * r.sigma >= challenge_age
 
@@ -97,11 +105,17 @@ def sets(report: dict) -> list[tuple[str, Path]]:
     return out
 
 
-def parse_rules(allow_at: str, k_sigma: str, allow_p: str, challenge_age: float = 25) -> dict:
-    """`--allow-at 29.8,31`, `--k-sigma 1` and `--allow-p 25:0.61,21:0.95` -> {name: rule}."""
+def parse_rules(
+    allow_at: str, k_sigma: str, allow_p: str, challenge_age: float = 25, max_sigma: str = ""
+) -> dict:
+    """`--allow-at 29.8,31`, `--k-sigma 1` and `--allow-p 25:0.61,21:0.95` -> {name: rule};
+    `--max-sigma 8` adds each threshold with that cap."""
     rules = {}
     for t in filter(None, allow_at.split(",")):
         rules[f"threshold, allow_at {float(t):g}"] = threshold_rule(float(t))
+        for cap in filter(None, max_sigma.split(",")):
+            name = f"threshold, allow_at {float(t):g}, max_sigma {float(cap):g}"
+            rules[name] = capped(threshold_rule(float(t)), float(cap))
     for k in filter(None, k_sigma.split(",")):
         rules[f"margin, k_sigma {float(k):g}"] = margin_rule(float(k), challenge_age)
     for item in filter(None, allow_p.split(",")):
@@ -119,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-sigma", default="", help="margin rule settings, comma list")
     ap.add_argument("--challenge-age", type=float, default=25, help="the margin rule's")
     ap.add_argument("--allow-p", default="", help="p_over rule settings, comma list of AGE:P")
+    ap.add_argument("--max-sigma", default="", help="caps on sigma for the thresholds, comma list")
     a = ap.parse_args(argv)
     report = json.loads(a.json.read_text())
-    rules = parse_rules(a.allow_at, a.k_sigma, a.allow_p, a.challenge_age)
+    rules = parse_rules(a.allow_at, a.k_sigma, a.allow_p, a.challenge_age, a.max_sigma)
     if not rules:
         raise SystemExit("give at least one setting: --allow-at, --k-sigma or --allow-p")
     data = [(name, read_rows(path)) for name, path in sets(report)]

@@ -85,3 +85,21 @@ def test_its_p_over_ages_are_the_student_s():
     from agegate_models.student import THRESHOLDS
 
     assert C.P_OVER_AGES == THRESHOLDS
+
+
+def test_a_sigma_cap_and_the_devices_own_refers_keep_rows_from_every_rule(tmp_path):
+    header = HEADER.replace("sharpness,error", "sharpness,by_policy,error")
+    path = tmp_path / "v.csv"
+    path.write_text(
+        header
+        # a blurred non-face "minor" estimated 32 with sigma 17.8: the cap refers it
+        + '"a.jpg",16,ok,32.000,17.800,ALLOW,,1,32.0,,60.0,1.0,9.0,true,\n'
+        # an adult beside another face: the window referred it, no rule may allow it
+        + '"b.jpg",40,ok,41.000,3.000,REFER,other_faces,2,41.0,,60.0,1.0,9.0,false,\n'
+    )
+    rows = C.read_rows(path)
+    rules = C.parse_rules("29.8", "", "", max_sigma="8")
+    assert list(rules) == ["threshold, allow_at 29.8", "threshold, allow_at 29.8, max_sigma 8"]
+    plain, cap = (C.rates(rows, r) for r in rules.values())
+    assert plain == C.Rates(minors=1, minors_allowed=1, adults=1, adults_not_allowed=1)
+    assert cap == C.Rates(minors=1, minors_allowed=0, adults=1, adults_not_allowed=1)
