@@ -368,11 +368,12 @@ fn printed_decisions(stdout: &str) -> Vec<Value> {
 }
 
 /// What a payload may hold: never an estimated age, a sigma, an image or an embedding.
+/// (The policy's own settings, `k_sigma` and `max_sigma`, are not a person's.)
 fn assert_private(payload: &Value) {
     let text = payload.to_string();
     for word in [
         "\"age\"",
-        "sigma",
+        "\"sigma\"",
         "estimate",
         "embedding",
         "image",
@@ -655,9 +656,10 @@ fn a_bad_policy_is_refused_and_a_good_one_changes_the_next_decisions() {
             .iter()
             .any(|d| astronaut(d) && d["decision"] == "ALLOW")
     });
-    // ALLOW at 40 or over: the astronaut is referred from the next decision on.
+    // ALLOW at 40 or over: the astronaut is referred from the next decision on (the
+    // board's sigma cap kept: a remote policy may not drop it).
     let strict = "[policy]\nlegal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\n\
-                  allow_at = 40\ndeny_below = 17.3\n";
+                  allow_at = 40\ndeny_below = 17.3\nmax_sigma = 14\n";
     publish_policy(port, strict);
     wait_until("the good policy's ack", Duration::from_secs(30), || {
         watcher.on("policy/ack").len() >= 2

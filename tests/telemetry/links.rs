@@ -204,7 +204,7 @@ fn a_broker_that_never_answers_gets_one_attempt_at_a_time() {
 /// `bytes` long.
 fn padded_policy(bytes: usize) -> String {
     let policy = "[policy]\nlegal_age = 18\nchallenge_age = 25\nrule = \"threshold\"\n\
-                  allow_at = 40\ndeny_below = 17.3\n#";
+                  allow_at = 40\ndeny_below = 17.3\nmax_sigma = 14\n#";
     format!("{policy}{}\n", "x".repeat(bytes - policy.len() - 1))
 }
 
