@@ -18,7 +18,7 @@ use agegate::config::Board;
 use agegate::daemon::FaceEstimator;
 use agegate::pipeline::Pipeline;
 use agegate::session::{decide_window, FrameFaces};
-use common::{agegate, root};
+use common::{root, run};
 use image::RgbImage;
 use serde_json::Value;
 
@@ -33,20 +33,10 @@ struct DaemonDecision {
 }
 
 fn daemon_decisions(board: &Path) -> Vec<DaemonDecision> {
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(board)
-        .current_dir(root())
-        .output()
-        .expect("start agegate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("JSON event"))
+    let out = run(board);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    out.events
+        .into_iter()
         .filter(|e| e["event"] == "decision")
         .map(|e| DaemonDecision {
             t_ms: e["t_ms"].as_u64().expect("t_ms"),

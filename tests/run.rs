@@ -6,33 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use agegate::serial::{Decoder, Message};
-use common::{agegate, root, shared_data, skip, write};
+use common::{root, run, shared_data, skip, write};
 use serde_json::Value;
-
-struct RunOutput {
-    code: Option<i32>,
-    events: Vec<Value>,
-    stderr: String,
-}
-
-fn run(board: &Path) -> RunOutput {
-    let out = agegate()
-        .args(["run", "--board"])
-        .arg(board)
-        .current_dir(root())
-        .output()
-        .expect("start agegate");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let events = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect();
-    RunOutput {
-        code: out.status.code(),
-        events,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["event"] == kind).collect()

@@ -75,3 +75,31 @@ pub fn run_board(board: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// What `agegate run` printed and how it ended.
+pub struct RunOutput {
+    pub code: Option<i32>,
+    /// Its JSON event lines, each parsed.
+    pub events: Vec<serde_json::Value>,
+    pub stderr: String,
+}
+
+/// `agegate run --board BOARD` from the repository root, to its end.
+pub fn run(board: &Path) -> RunOutput {
+    let out = agegate()
+        .args(["run", "--board"])
+        .arg(board)
+        .current_dir(root())
+        .output()
+        .expect("start agegate");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    RunOutput {
+        code: out.status.code(),
+        events,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
