@@ -20,6 +20,7 @@ use crate::digest::{existing_model_file, parse_pin, Sha256};
 use crate::engine::{RawRuntime, RuntimeSettings};
 use crate::input_file;
 use crate::liveness::{LivenessConfig, RawLiveness};
+use crate::mdb::{MdbSettings, RawMdb};
 use crate::quality::{QualitySettings, RawQuality};
 use crate::serial::{RawSerial, SerialSettings};
 use crate::session::{RawSession, SessionSettings};
@@ -65,6 +66,7 @@ pub struct RawBoard {
     pub telemetry: Option<RawTelemetry>,
     #[serde(default)]
     pub liveness: RawLiveness,
+    pub mdb: Option<RawMdb>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +226,8 @@ pub struct Board {
     pub telemetry: Option<TelemetrySettings>,
     /// `[liveness]`: its thresholds are also in `daemon.session.liveness`.
     pub liveness: LivenessConfig,
+    /// `None`: no vending machine bus. Its floor is the policy's `min_request_age`.
+    pub mdb: Option<MdbSettings>,
 }
 
 impl Board {
@@ -254,17 +258,30 @@ impl Board {
     }
 
     /// The board without its device sections (`[capture]`, `[serial]`, `[gpio]`,
-    /// `[telemetry]`): its
-    /// models, policy, detector and runtime, for tools that run on another machine than
-    /// the board's (`agegate bundle` in the back office has no camera).
+    /// `[telemetry]`, `[mdb]`): its models, policy, detector and runtime, for tools that
+    /// run on another machine than the board's (`agegate bundle` in the back office has
+    /// no camera).
     pub fn load_without_devices(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_stripped(path, false)
+    }
+
+    /// The board as `agegate mdb-sim` runs it: its `[mdb]` kept, its camera, host line,
+    /// GPIO and telemetry left out (the simulator brings its own scenes and a reporting
+    /// gate, and a desk has no `/dev/video0`).
+    pub fn load_for_simulation(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_stripped(path, true)
+    }
+
+    fn load_stripped(path: &Path, keep_mdb: bool) -> Result<Self, ConfigError> {
         let text = read_text(path)?;
+        let raw = Self::parse_raw(&text, path)?;
         let raw = RawBoard {
             capture: None,
             serial: None,
             gpio: None,
             telemetry: None,
-            ..Self::parse_raw(&text, path)?
+            mdb: if keep_mdb { raw.mdb } else { None },
+            ..raw
         };
         Self::validate(raw, path)
     }
@@ -406,6 +423,15 @@ impl Board {
                 .transpose()
                 .map_err(invalid)?,
             liveness,
+            mdb: raw
+                .mdb
+                .map(|mut m| {
+                    m.device = m.device.map(|p| base.join(p));
+                    m.path = m.path.map(|p| base.join(p));
+                    MdbSettings::from_raw(m).map(|m| m.with_floor(policy.min_request_age()))
+                })
+                .transpose()
+                .map_err(invalid)?,
         })
     }
 

@@ -16,6 +16,10 @@
 //!   REQUEST ID, the diagnostics DRAVP and DRAVS);
 //! * [`Peripheral`]: the two put together; what a transport feeds words to.
 //!
+//! Around them, the parts that do I/O: the transports (`transport`: the trait and the
+//! in-memory bus; `uart`, `stream`), the AVD's own thread (`device`, which reads the clock
+//! and talks to the daemon through channels), and the board's `[mdb]` (`settings`).
+//!
 //! What the standard says, what the sources read for this module disagree on, and which
 //! layouts are inferred rather than read: `docs/mdb.md`.
 //!
@@ -26,9 +30,14 @@
 pub(crate) mod avd;
 pub(crate) mod block;
 pub(crate) mod command;
+mod device;
 pub(crate) mod link;
 mod peripheral;
 pub(crate) mod response;
+mod settings;
+mod stream;
+pub mod transport;
+mod uart;
 
 #[cfg(test)]
 mod session_tests;
@@ -38,8 +47,26 @@ mod tests;
 pub use avd::{AbortCause, AvdSettings, DravpAnswer, Event, Identity, Note, VerificationResult};
 pub use block::Block;
 pub use command::{Command, Reader};
+pub use device::{
+    DeviceCounters, DeviceSettings, MdbDevice, MdbHealth, VmcAnswer, VmcPort, VmcRequest,
+};
 pub use peripheral::{Outcome, Peripheral, Transmit};
 pub use response::Response;
+pub use settings::{MdbSettings, RawMdb, TransportKind, TransportSettings};
+pub use stream::StreamTransport;
+pub use transport::{BusClock, Heard, Transport, TransportError};
+pub use uart::UartTransport;
+
+/// Opens the transport a board's `[mdb]` names.
+pub fn open_transport(
+    settings: &TransportSettings,
+    clock: BusClock,
+) -> Result<Box<dyn Transport>, TransportError> {
+    Ok(match settings {
+        TransportSettings::Uart { device } => Box::new(UartTransport::open(device, clock)?),
+        TransportSettings::Stream { path } => Box::new(StreamTransport::open(path, clock)?),
+    })
+}
 
 /// Acknowledge: the block was received with a good checksum (MDB §2 "Block Format"). From the
 /// peripheral alone it is a one-word block with the mode bit set.
@@ -112,7 +139,7 @@ impl Word {
     }
 
     /// The word as the `stream` transport carries it: two bytes, the mode bit (0 or 1),
-    /// then the data byte (docs/mdb.md "The stream transport").
+    /// then the data byte (docs/mdb.md "`stream`: two bytes a word").
     pub fn to_stream(self) -> [u8; 2] {
         [u8::from(self.mode), self.data]
     }
@@ -156,7 +183,7 @@ pub enum MdbError {
 }
 
 /// What the link and the device have seen since they were made. Counters saturate.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Blocks addressed to the AVD that parsed into a command.
     pub commands: u32,
