@@ -3,13 +3,16 @@
 //! rules the device must keep (the relay opens only with an ALLOW's decision, every fault
 //! closes the gate and tells the host, every REQUEST is answered exactly once).
 
+mod common;
+
+use common::frame_faces as faces;
+
 use agegate::actuate::Indication;
-use agegate::daemon::core::{Action, Core, Exit, FrameFaces, Input, Now, State};
+use agegate::daemon::core::{Action, Core, Exit, Input, Now, State};
 use agegate::daemon::{DaemonSettings, Event};
 use agegate::decide::Policy;
-use agegate::detect::BBox;
 use agegate::domain::Decision;
-use agegate::estimate::AgeEstimate;
+use agegate::mdb::VmcRequest;
 use agegate::serial::Message;
 use agegate::session::{SessionSettings, Trigger};
 
@@ -25,30 +28,6 @@ fn settings(trigger: Trigger) -> DaemonSettings {
 
 fn policy() -> Policy {
     Policy::new(18.0, 25.0, 1.0).expect("policy")
-}
-
-fn faces(age: Option<f32>) -> FrameFaces {
-    FrameFaces {
-        main: age.map(|age| {
-            (
-                BBox {
-                    x0: 100.0,
-                    y0: 50.0,
-                    x1: 180.0,
-                    y1: 130.0,
-                },
-                AgeEstimate {
-                    age,
-                    sigma: 2.0,
-                    steps: vec![age],
-                    p_over: None,
-                },
-            )
-        }),
-        others: heapless::Vec::new(),
-        quality: None,
-        liveness: None,
-    }
 }
 
 /// A core and its clocks, driven one input at a time.
@@ -86,6 +65,13 @@ impl Rig {
     }
 }
 
+fn vmc_verify(session: u16) -> Input {
+    Input::Vmc(VmcRequest::Verify {
+        session,
+        required_age: 18,
+    })
+}
+
 fn request(id: u16) -> Input {
     Input::Host(Message::Request {
         id,
@@ -115,6 +101,10 @@ fn in_state(name: &str) -> Rig {
         }
         "deciding(face)" => {
             rig.frame(Some(40.0));
+        }
+        "deciding(vmc)" => {
+            rig.feed(Input::Frame);
+            rig.feed(vmc_verify(1));
         }
         "cooling_down" => {
             rig.feed(Input::Frame);
@@ -167,6 +157,9 @@ fn describe(action: &Action) -> String {
         }
         Action::Emit(Event::Recovered { what, .. }) => format!("log recovered {what}"),
         Action::Emit(Event::SerialRx { .. }) => "log rx".into(),
+        Action::Emit(Event::MdbRx { .. }) => "log mdb rx".into(),
+        Action::Emit(Event::MdbTx { id, answer, .. }) => format!("log mdb {answer} {id}"),
+        Action::AnswerVmc(a) => format!("vmc {} {}", a.decision, a.session),
         Action::Emit(other) => format!("log {other:?}"),
         Action::ReopenCamera => "reopen camera".into(),
         Action::ReopenLink => "reopen link".into(),
@@ -179,11 +172,12 @@ fn describe(action: &Action) -> String {
     }
 }
 
-const STATES: [&str; 9] = [
+const STATES: [&str; 10] = [
     "starting",
     "ready",
     "deciding(request)",
     "deciding(face)",
+    "deciding(vmc)",
     "cooling_down",
     "faulted(camera)",
     "faulted(model)",
@@ -207,6 +201,9 @@ fn inputs() -> Vec<(&'static str, Input)> {
         ("request(9)", request(9)),
         ("cancel(1)", Input::Host(Message::Cancel { id: 1 })),
         ("ping", Input::Host(Message::Ping { nonce: 5 })),
+        ("vmc_verify(9)", vmc_verify(9)),
+        ("vmc_abort(1)", Input::Vmc(VmcRequest::Abort { session: 1 })),
+        ("vmc_link_ended", Input::VmcLinkEnded("gone".into())),
         ("link_lost", Input::LinkLost("l".into())),
         ("link_restored", Input::LinkRestored),
         ("link_still_lost", Input::LinkStillLost("l".into())),
@@ -228,6 +225,7 @@ const TABLE_HEADER: &str = "\
 # The decision core, every state x every input (tests/daemon_core.rs).
 # state | input | next state | actions, in order
 # show = the gate's indication (relay on only for ALLOW), tx = sent to the host,
+# vmc = the decision handed to the MDB thread for the vending machine,
 # log = an event record (`held`: the FAULT to the host was held back, same code < 1 s ago).
 ";
 
@@ -282,6 +280,7 @@ fn the_table_keeps_the_gate_closed_on_every_fault() {
         "model_file_changed",
         "gpio_error",
         "output_closed",
+        "vmc_link_ended",
     ];
     for row in computed_table().lines() {
         let cols: Vec<&str> = row.split('|').map(str::trim).collect();

@@ -11,6 +11,7 @@ use agegate::daemon::{
     Clock, Daemon, Event, Exit, LiveCounters, ModelFiles, MonotonicClock, Parts, PolicyMailbox,
     RecordingClock, StopSignal, SystemdWatchdog,
 };
+use agegate::mdb::{self, BusClock, DeviceSettings, MdbDevice};
 use agegate::pipeline::Pipeline;
 use agegate::serial::link::{HostLink, SerialLink};
 use agegate::serial::{FaultCode, Message, SerialSettings};
@@ -127,6 +128,23 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
         out.flush()
     });
     let mut daemon = Daemon::new(parts, board.policy, board.daemon.clone(), events);
+    // The vending machine's bus: its own thread, started once the models are in.
+    let mdb = match &board.mdb {
+        None => None,
+        Some(settings) => {
+            let clock = BusClock::default();
+            let transport = mdb::open_transport(&settings.transport, clock.clone())?;
+            let device = DeviceSettings {
+                avd: settings.avd,
+                sched_fifo_priority: settings.sched_fifo_priority,
+            };
+            let (device, port) =
+                MdbDevice::start(device, transport, clock).context("starting the MDB thread")?;
+            let _ = counters.mdb.set(device.health());
+            daemon.serve_vmc(port);
+            Some(device)
+        }
+    };
     daemon.share_counters(counters);
     if board.telemetry.as_ref().is_some_and(|t| t.remote_policy) {
         daemon.take_policies_from(policies);
@@ -138,6 +156,7 @@ pub(super) fn daemon(args: RunArgs) -> Result<Outcome> {
     // The sink holds the other handle: the daemon goes first.
     let stats = daemon.stats();
     drop(daemon);
+    drop(mdb);
     if let Some(telemetry) = telemetry.and_then(|t| std::rc::Rc::try_unwrap(t).ok()) {
         telemetry.finish(TELEMETRY_PATIENCE);
     }

@@ -25,6 +25,7 @@ impl Daemon {
                 self.report_pins(now.frame_ms);
             }
             Action::Send(message) => self.send(now, message),
+            Action::AnswerVmc(answer) => self.answer_vmc(answer),
             Action::Emit(event) => self.emit(event),
             Action::ReopenCamera => self.followups.push(match self.parts.source.reopen() {
                 Ok(()) => Input::CameraReopened,

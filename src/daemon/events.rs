@@ -1,12 +1,13 @@
 //! What the daemon did, as typed records: one per line of `agegate run`'s output (JSON)
 //! and of the audit log. The event names and fields are a consumer interface: `decision`,
-//! `serial_tx`, `serial_rx`, `pin`, `fault`, `recovered`. Times are the frame clock's
-//! milliseconds. No record holds an image, a crop, an embedding or an estimated age.
+//! `serial_tx`, `serial_rx`, `pin`, `fault`, `recovered`, `mdb_rx`, `mdb_tx`. Times are
+//! the frame clock's milliseconds. No record holds an image, a crop, an embedding or an estimated age.
 
 use serde::Serialize;
 
 use crate::actuate::PinChange;
 use crate::domain::{AgeBand, Decision, ReferReason};
+use crate::mdb::VmcRequest;
 #[cfg(test)]
 use crate::serial::FaultCode;
 use crate::serial::{DeviceState, Message};
@@ -55,6 +56,42 @@ pub enum Event {
         t_ms: u64,
         what: &'static str,
     },
+    /// A request from the vending machine (MDB): a verification, or its abort.
+    MdbRx {
+        t_ms: u64,
+        #[serde(flatten)]
+        request: VmcRequestFields,
+    },
+    /// The answer a VMC session gets on its next POLL: `approved`, `not_approved` or
+    /// `not_verified`.
+    MdbTx {
+        t_ms: u64,
+        id: u16,
+        answer: &'static str,
+    },
+}
+
+/// A [`VmcRequest`] as fields.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum VmcRequestFields {
+    Verify { id: u16, required_age: u8 },
+    Abort { id: u16 },
+}
+
+impl From<&VmcRequest> for VmcRequestFields {
+    fn from(request: &VmcRequest) -> Self {
+        match *request {
+            VmcRequest::Verify {
+                session,
+                required_age,
+            } => Self::Verify {
+                id: session,
+                required_age,
+            },
+            VmcRequest::Abort { session } => Self::Abort { id: session },
+        }
+    }
 }
 
 /// A serial message as fields, the same names as `docs/serial-protocol.md`.

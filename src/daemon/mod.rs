@@ -35,6 +35,7 @@ use crate::actuate::Gate;
 use crate::capture::{CaptureError, FrameSource};
 use crate::decide::Policy;
 use crate::engine::ModelError;
+use crate::mdb::VmcPort;
 use crate::serial::link::HostLink;
 use crate::serial::{Decoder, Message};
 
@@ -78,6 +79,8 @@ pub struct LiveCounters {
     pub frames: AtomicU64,
     pub bad_frames: AtomicU64,
     pub inferences: AtomicU64,
+    /// The MDB link's counters, on a board with `[mdb]`.
+    pub mdb: std::sync::OnceLock<Arc<std::sync::Mutex<crate::mdb::MdbHealth>>>,
 }
 
 /// A policy validated elsewhere (telemetry's `policy/set`) waiting to be applied between
@@ -135,6 +138,7 @@ pub struct Daemon {
     counters: Arc<LiveCounters>,
     policies: Option<Arc<PolicyMailbox>>,
     frame_limit: Option<u64>,
+    vmc: Option<VmcPort>,
 }
 
 impl Daemon {
@@ -159,6 +163,51 @@ impl Daemon {
             counters: Arc::default(),
             policies: None,
             frame_limit: None,
+            vmc: None,
+        }
+    }
+
+    /// Takes the vending machine's requests from the MDB thread (`[mdb]`) and hands it the
+    /// decisions. Call before `run`.
+    pub fn serve_vmc(&mut self, port: VmcPort) {
+        self.vmc = Some(port);
+    }
+
+    /// The VMC's requests into the core; a thread that is gone is a fault that ends the run.
+    fn service_vmc(&mut self) {
+        let Some(port) = &self.vmc else { return };
+        let mut requests: heapless::Vec<crate::mdb::VmcRequest, 8> = heapless::Vec::new();
+        let mut ended = false;
+        // At most 8 a turn, the rest the next: a VMC sends one every few hundred ms.
+        while !requests.is_full() {
+            match port.requests.try_recv() {
+                Ok(request) => {
+                    let _ = requests.push(request);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        for request in requests {
+            self.feed(Input::Vmc(request));
+        }
+        if ended {
+            self.vmc = None;
+            self.feed(Input::VmcLinkEnded("the MDB thread stopped".into()));
+        }
+    }
+
+    fn answer_vmc(&mut self, answer: crate::mdb::VmcAnswer) {
+        let sent = self
+            .vmc
+            .as_ref()
+            .is_some_and(|port| port.answers.send(answer).is_ok());
+        if !sent {
+            self.followups
+                .push(Input::VmcLinkEnded("the MDB thread stopped".into()));
         }
     }
 
@@ -238,6 +287,7 @@ impl Daemon {
         }
         self.parts.watchdog.alive(self.parts.clock.now_ms());
         self.service_link();
+        self.service_vmc();
         let now = self.parts.clock.now_ms();
         if let Err(e) = self.parts.gate.poll(now) {
             self.feed(Input::GpioError(e.to_string()));

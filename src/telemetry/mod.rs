@@ -282,6 +282,16 @@ impl Telemetry {
                     self.shared.push("decision", record, false);
                 }
             }
+            // A vending machine's session (MDB): no serial message, no confidence; the
+            // decision goes out with what the VMC was told.
+            Event::MdbTx { id, answer, .. } => {
+                if let Some(mut record) = seen.pending.take() {
+                    if record["id"] == *id {
+                        record["mdb_answer"] = json!(answer);
+                    }
+                    self.shared.push("decision", record, false);
+                }
+            }
             Event::SerialTx {
                 message: WireMessage::Heartbeat { state, .. },
                 ..
@@ -416,6 +426,7 @@ impl Shared {
             "decide_ms": {"p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99)},
             "rss_mb": rss_mb(),
             "cpu_temp_c": cpu_temp_c(),
+            "mdb": self.counters.mdb.get().map(|m| *lock(m)),
             "telemetry": {
                 "queued": queue.messages.len(),
                 "dropped": queue.dropped,

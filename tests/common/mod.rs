@@ -103,3 +103,29 @@ pub fn run(board: &Path) -> RunOutput {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// A frame's faces as the pipeline hands them to the decision core: one face of `age`
+/// (sigma 2) in a fixed box, or none.
+pub fn frame_faces(age: Option<f32>) -> agegate::daemon::core::FrameFaces {
+    agegate::daemon::core::FrameFaces {
+        main: age.map(|age| {
+            (
+                agegate::detect::BBox {
+                    x0: 100.0,
+                    y0: 50.0,
+                    x1: 180.0,
+                    y1: 130.0,
+                },
+                agegate::estimate::AgeEstimate {
+                    age,
+                    sigma: 2.0,
+                    steps: vec![age],
+                    p_over: None,
+                },
+            )
+        }),
+        others: heapless::Vec::new(),
+        quality: None,
+        liveness: None,
+    }
+}

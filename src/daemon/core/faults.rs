@@ -2,7 +2,7 @@
 
 use super::types::CameraDown;
 use super::{
-    Action, Backoff, Core, Exit, Faults, Now, Out, State, FAULT_REPORT_MS, HEALTHY_FRAMES,
+    Action, Backoff, Core, Exit, Faults, Now, Origin, Out, State, FAULT_REPORT_MS, HEALTHY_FRAMES,
 };
 use crate::actuate::Indication;
 use crate::daemon::events::Event;
@@ -42,8 +42,14 @@ impl Core {
         }));
         // Nobody can be told about an open REQUEST: it is dropped, and the host hears FAULT
         // serial when the line is back.
-        if let State::Deciding(w) = &self.state {
-            tracing::warn!(id = w.id, "request dropped with the serial line");
+        match &self.state {
+            // The vending machine is on another line: it hears "could not verify".
+            State::Deciding(w) if w.origin == Origin::Vmc => {
+                let id = w.id;
+                self.answer_refer(now, Origin::Vmc, id, ReferReason::Fault, out);
+            }
+            State::Deciding(w) => tracing::warn!(id = w.id, "request dropped with the serial line"),
+            _ => {}
         }
         out.push(Action::ResetDecoder);
         let first = self.settings.reopen_backoff_ms;
@@ -87,8 +93,8 @@ impl Core {
             out.push(Action::Send(Message::fault(code, detail)));
         }
         if let State::Deciding(w) = &self.state {
-            let id = w.id;
-            self.answer_refer(id, ReferReason::Fault, out);
+            let (origin, id) = (w.origin, w.id);
+            self.answer_refer(now, origin, id, ReferReason::Fault, out);
         }
     }
 

@@ -38,6 +38,7 @@ use crate::daemon::events::Event;
 use crate::daemon::settings::DaemonSettings;
 use crate::decide::Policy;
 use crate::domain::ReferReason;
+use crate::mdb::VmcRequest;
 use crate::serial::{FaultCode, Message};
 use crate::session::Trigger;
 
@@ -197,12 +198,19 @@ impl Core {
             }
             Input::RecordingEnded => {
                 if let State::Deciding(w) = &self.state {
-                    let id = w.id;
-                    self.answer_refer(id, ReferReason::Shutdown, out);
+                    let (origin, id) = (w.origin, w.id);
+                    self.answer_refer(now, origin, id, ReferReason::Shutdown, out);
                 }
                 self.exit(Exit::RecordingEnded, out);
             }
             Input::Host(message) => self.host(now, message, out),
+            Input::Vmc(request) => self.vmc(now, request, out),
+            Input::VmcLinkEnded(message) => self.fatal(
+                now,
+                FaultCode::INTERNAL,
+                format!("MDB link ended: {message}"),
+                out,
+            ),
             Input::LinkLost(message) => self.link_lost(now, &message, out),
             Input::LinkRestored => {
                 if self.faults_mut().is_none_or(|f| f.link.is_none()) {
@@ -243,8 +251,8 @@ impl Core {
                     "stopping",
                 )));
                 if let State::Deciding(w) = &self.state {
-                    let id = w.id;
-                    self.answer_refer(id, ReferReason::Shutdown, out);
+                    let (origin, id) = (w.origin, w.id);
+                    self.answer_refer(now, origin, id, ReferReason::Shutdown, out);
                 }
                 self.exit(Exit::Stopped, out);
             }
@@ -374,20 +382,45 @@ impl Core {
             message: (&message).into(),
         }));
         match message {
-            Message::Request { id, required_age } => self.request(now, id, required_age, out),
-            Message::Cancel { id } => match &self.state {
-                State::Deciding(w) if w.id == id => {
-                    self.state = State::Ready;
-                    out.push(Action::Indicate(Indication::Idle));
-                }
-                // Voided after the verdict (sale cancelled): close the gate now.
-                State::CoolingDown(d) if d.id == id => {
-                    out.push(Action::Indicate(Indication::Idle));
-                }
-                _ => {}
-            },
+            Message::Request { id, required_age } => {
+                self.request(now, Origin::Request, id, required_age, out)
+            }
+            Message::Cancel { id } => self.void(Origin::Request, id, out),
             Message::Ping { nonce } => out.push(Action::Send(Message::Pong { nonce })),
             other => tracing::debug!(?other, "ignored: a device-to-host message from the host"),
+        }
+    }
+
+    fn vmc(&mut self, now: Now, request: VmcRequest, out: &mut Out) {
+        out.push(Action::Emit(Event::MdbRx {
+            t_ms: now.frame_ms,
+            request: (&request).into(),
+        }));
+        match request {
+            VmcRequest::Verify {
+                session,
+                required_age,
+            } => self.request(now, Origin::Vmc, session, required_age, out),
+            VmcRequest::Abort { session } => self.void(Origin::Vmc, session, out),
+        }
+    }
+
+    /// A CANCEL, or the VMC's abort: the open window is dropped unanswered, or the verdict
+    /// already shown is taken back (the sale was cancelled) and the gate closes.
+    fn void(&mut self, origin: Origin, id: u16, out: &mut Out) {
+        match &self.state {
+            State::Deciding(w)
+                if w.id == id && (w.origin == Origin::Vmc) == (origin == Origin::Vmc) =>
+            {
+                self.state = State::Ready;
+                out.push(Action::Indicate(Indication::Idle));
+            }
+            State::CoolingDown(d)
+                if d.id == id && (d.origin == Origin::Vmc) == (origin == Origin::Vmc) =>
+            {
+                out.push(Action::Indicate(Indication::Idle));
+            }
+            _ => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::detect::BBox;
+use crate::mdb::{VmcAnswer, VmcRequest};
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
 pub use crate::session::{FrameFaces, MAX_OTHER_FACES};
@@ -43,6 +44,10 @@ pub enum Input {
     RecordingEnded,
     /// A message from the host.
     Host(Message),
+    /// A request from the vending machine's controller (the MDB thread).
+    Vmc(VmcRequest),
+    /// The MDB thread is gone: the vending machine can no longer be answered.
+    VmcLinkEnded(String),
     /// The host line failed.
     LinkLost(String),
     /// [`Action::ReopenLink`] worked.
@@ -68,6 +73,8 @@ pub enum Action {
     Indicate(Indication),
     /// Send this to the host (and report it as a `serial_tx` event).
     Send(Message),
+    /// Hand this decision to the MDB thread, for the VMC's next POLL.
+    AnswerVmc(VmcAnswer),
     /// Record this event.
     Emit(Event),
     /// Try to get the camera back; answer [`Input::CameraReopened`] or
@@ -129,6 +136,8 @@ pub enum Origin {
     Request,
     /// A face in view (`[session] trigger = "face"`).
     Face,
+    /// A verification the vending machine asked for over MDB (DRAVS).
+    Vmc,
 }
 
 /// An open decision window.
@@ -143,8 +152,10 @@ pub struct Window {
 /// The last verdict, while it is still the one shown.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decided {
-    /// The REQUEST it answered, which a CANCEL may still void.
+    /// The REQUEST (or VMC session) it answered, which a CANCEL (or the VMC's abort) may
+    /// still void.
     pub id: u16,
+    pub origin: Origin,
     /// Face trigger: the person decided and when last seen, so the same person standing
     /// there does not start decision after decision.
     pub(super) face: Option<(BBox, u64)>,
@@ -211,8 +222,11 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Ready => "ready",
-            State::Deciding(w) if w.origin == Origin::Request => "deciding(request)",
-            State::Deciding(_) => "deciding(face)",
+            State::Deciding(w) => match w.origin {
+                Origin::Request => "deciding(request)",
+                Origin::Face => "deciding(face)",
+                Origin::Vmc => "deciding(vmc)",
+            },
             State::CoolingDown(_) => "cooling_down",
             State::Faulted(_) => "faulted",
             State::Stopping => "stopping",

@@ -5,15 +5,24 @@ use crate::actuate::Indication;
 use crate::daemon::events::Event;
 use crate::decide::Policy;
 use crate::domain::{AgeBand, Decision, ReferReason};
+use crate::mdb::{VerificationResult, VmcAnswer};
 use crate::serial::{FaultCode, Message};
 use crate::session::Session;
 
 impl Core {
-    pub(super) fn request(&mut self, now: Now, id: u16, required_age: u8, out: &mut Out) {
+    /// A REQUEST from the host or a verification from the VMC (`origin`), for `id`.
+    pub(super) fn request(
+        &mut self,
+        now: Now,
+        origin: Origin,
+        id: u16,
+        required_age: u8,
+        out: &mut Out,
+    ) {
         if let State::Deciding(old) = &self.state {
-            let old = old.id;
+            let (old_origin, old) = (old.origin, old.id);
             tracing::info!(old, new = id, "request replaced");
-            self.answer_refer(old, ReferReason::Replaced, out);
+            self.answer_refer(now, old_origin, old, ReferReason::Replaced, out);
             self.state = State::Ready;
         }
         if let State::Faulted(f) = &self.state {
@@ -24,11 +33,26 @@ impl Core {
             } else {
                 FaultCode::SERIAL
             };
-            out.push(Action::Send(Message::fault(code, "not ready")));
-            self.answer_refer(id, ReferReason::Fault, out);
+            if origin != Origin::Vmc {
+                out.push(Action::Send(Message::fault(code, "not ready")));
+            }
+            self.answer_refer(now, origin, id, ReferReason::Fault, out);
             return;
         }
         let floor = self.policy.min_request_age();
+        let required_age = if origin == Origin::Vmc && f32::from(required_age) < floor {
+            // The MDB thread raised it to the floor it started with; a policy applied
+            // since may have raised the floor: the VMC's age is raised, never refused.
+            let raised = floor.ceil().min(254.0) as u8;
+            tracing::warn!(
+                required_age,
+                raised,
+                "VMC's required age raised to the floor"
+            );
+            raised
+        } else {
+            required_age
+        };
         let policy = match required_age {
             0 => Ok(self.policy),
             age if f32::from(age) < floor => Err(format!("age {age}<{floor}")),
@@ -40,13 +64,15 @@ impl Core {
         match policy {
             Ok(policy) => {
                 out.push(Action::Indicate(Indication::Idle));
-                self.open_window(now, id, Origin::Request, policy, out);
+                self.open_window(now, id, origin, policy, out);
             }
             Err(detail) => {
                 // The host may raise the board's age, never lower it.
                 tracing::warn!(required_age, floor, "request refused: {detail}");
-                out.push(Action::Send(Message::fault(FaultCode::REQUEST, &detail)));
-                self.answer_refer(id, ReferReason::Refused, out);
+                if origin != Origin::Vmc {
+                    out.push(Action::Send(Message::fault(FaultCode::REQUEST, &detail)));
+                }
+                self.answer_refer(now, origin, id, ReferReason::Refused, out);
             }
         }
     }
@@ -73,7 +99,7 @@ impl Core {
             // request cannot be decided.
             Err(e) => {
                 tracing::error!("session settings: {e}");
-                self.answer_refer(id, ReferReason::Fault, out);
+                self.answer_refer(now, origin, id, ReferReason::Fault, out);
             }
         }
     }
@@ -130,26 +156,55 @@ impl Core {
             decide_ms,
             reason,
         }));
-        out.push(Action::Send(Message::Decision {
-            id,
-            decision,
-            band,
-            confidence,
-        }));
-        if let Some(reason) = reason {
-            out.push(Action::Send(Message::Reason { id, reason }));
+        if origin == Origin::Vmc {
+            self.answer_vmc(now, id, decision, out);
+        } else {
+            out.push(Action::Send(Message::Decision {
+                id,
+                decision,
+                band,
+                confidence,
+            }));
+            if let Some(reason) = reason {
+                out.push(Action::Send(Message::Reason { id, reason }));
+            }
         }
         out.push(Action::Indicate(Indication::Decision(decision)));
         let face = (origin == Origin::Face)
             .then_some(followed)
             .flatten()
             .map(|b| (b, now.frame_ms));
-        self.state = State::CoolingDown(Decided { id, face });
+        self.state = State::CoolingDown(Decided { id, origin, face });
     }
 
-    /// Answers REQUEST `id` with REFER (fault, shutdown, replaced or refused request).
-    pub(super) fn answer_refer(&mut self, id: u16, reason: ReferReason, out: &mut Out) {
+    /// The decision for VMC session `id`, to the MDB thread and the event log.
+    fn answer_vmc(&mut self, now: Now, id: u16, decision: Decision, out: &mut Out) {
+        out.push(Action::Emit(Event::MdbTx {
+            t_ms: now.frame_ms,
+            id,
+            answer: VerificationResult::from_decision(decision).name(),
+        }));
+        out.push(Action::AnswerVmc(VmcAnswer {
+            session: id,
+            decision,
+        }));
+    }
+
+    /// Answers REQUEST (or VMC session) `id` with REFER: fault, shutdown, replaced or
+    /// refused request.
+    pub(super) fn answer_refer(
+        &mut self,
+        now: Now,
+        origin: Origin,
+        id: u16,
+        reason: ReferReason,
+        out: &mut Out,
+    ) {
         tracing::info!(id, %reason, "request answered REFER");
+        if origin == Origin::Vmc {
+            // The VMC learns no reason: "could not verify" is all the AVD can say.
+            return self.answer_vmc(now, id, Decision::Refer, out);
+        }
         out.push(Action::Send(Message::Decision {
             id,
             decision: Decision::Refer,
