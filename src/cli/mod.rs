@@ -2,6 +2,7 @@
 //! device itself is [`run`]; the tools around it are [`tools`].
 
 mod bundle;
+mod mdb_sim;
 mod run;
 mod tools;
 
@@ -37,6 +38,9 @@ pub enum Command {
     Crops(CropsArgs),
     /// Run the device: camera (or recording) -> decisions -> relay, LEDs and serial line.
     Run(RunArgs),
+    /// Drive the device as a vending machine controller would over MDB, on recorded
+    /// scenes; one JSON line per session, then a summary.
+    MdbSim(MdbSimArgs),
     /// Time every stage on this machine (medians, one thread); JSON report.
     Bench(BenchArgs),
     /// Print the `[models]` lines that pin a board's model files to their SHA-256.
@@ -162,6 +166,32 @@ pub struct RunArgs {
     /// a camera.
     #[arg(long = "loop")]
     pub looped: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MdbSimArgs {
+    /// Board file: models, policy, session, liveness and `[mdb]` (its transport, camera
+    /// and GPIO are replaced by the simulator's bus, scenes and a reporting gate).
+    #[arg(long, default_value = "boards/dev-mdb.toml")]
+    pub board: PathBuf,
+    /// Verification sessions to run.
+    #[arg(long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Seed of the scenes, ages, timing and aborts.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A scene: `NAME=PATH[:FIRST-LAST,...]` with NAME adult, child, empty or attack and
+    /// PATH an MJPEG recording, a folder of frames or a photo. Repeat for more; without
+    /// any, the bundled recordings beside the board's folder (adults, the empty scene and
+    /// the attacks; no child is bundled).
+    #[arg(long = "scene")]
+    pub scenes: Vec<String>,
+    /// Sessions the VMC aborts (RESET, DRAVP off, READER cancel, a new DRAVS), percent.
+    #[arg(long, default_value_t = 10)]
+    pub abort_percent: usize,
+    /// Busy threads beside the daemon, to measure the bus's response times under load.
+    #[arg(long, default_value_t = 0)]
+    pub load_threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -337,6 +367,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Crops(args) => tools::crops(args),
         Command::Calibrate(args) => tools::calibrate(args),
         Command::Run(args) => run::daemon(args),
+        Command::MdbSim(args) => mdb_sim::simulate(args),
         Command::Bench(args) => tools::bench(args),
         Command::Hash(args) => tools::hash(args),
         Command::Keygen(args) => bundle::keygen(args),

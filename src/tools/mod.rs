@@ -14,3 +14,5 @@ pub mod bench;
 pub mod crops;
 #[cfg(feature = "inference")]
 pub mod eval;
+#[cfg(feature = "inference")]
+pub mod mdb_sim;

@@ -1,0 +1,182 @@
+//! The simulated vending machine controller: a bus master on the in-memory bus that sends
+//! commands as the standard frames them, with random but legal timing (gaps between the
+//! words of a block under t-inter-byte), reads the AVD's replies, ACKs its data blocks
+//! (now and then asking for one again with RET) and times every reply.
+
+use std::time::Duration;
+
+use crate::mdb::transport::memory::VmcEnd;
+use crate::mdb::{Block, Command, Micros, Response, Word};
+use crate::tools::stats::Rng;
+
+/// ACK, RET and NAK as the VMC sends them: data words.
+const ACK: u8 = 0x00;
+const RET: u8 = 0xAA;
+const NAK: u8 = 0xFF;
+
+/// How long the simulator waits for a reply before it counts the command unanswered: far
+/// past t-response (5 ms), so that a late reply is measured rather than missed.
+const PATIENCE: Duration = Duration::from_millis(100);
+/// Longest gap between the words of one block the simulator leaves: t-inter-byte is 1 ms.
+const MAX_GAP_US: u64 = 600;
+
+/// What the AVD answered a command with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ack,
+    Nak,
+    Data(Response),
+    /// Nothing within 100 ms.
+    Silent,
+    /// Words that make no reply: a block cut short, a bad checksum, a single word that is
+    /// neither ACK nor NAK.
+    Garbled(String),
+}
+
+impl Reply {
+    pub fn short(&self) -> String {
+        match self {
+            Self::Ack => "ACK".into(),
+            Self::Nak => "NAK".into(),
+            Self::Data(Response::JustReset) => "JUST RESET".into(),
+            Self::Data(Response::SetupData { .. }) => "SETUP DATA".into(),
+            Self::Data(Response::PeripheralId { .. }) => "PERIPHERAL ID".into(),
+            Self::Data(Response::Dravp { .. }) => "DRAVP".into(),
+            Self::Data(Response::Dravs { feature1, feature2 }) => {
+                format!("DRAVS {feature1:02X} {feature2:02X}")
+            }
+            Self::Silent => "silence".into(),
+            Self::Garbled(what) => format!("garbled ({what})"),
+        }
+    }
+}
+
+/// What the simulator measured of the bus.
+#[derive(Debug, Default, Clone)]
+pub struct BusFigures {
+    /// From the VMC's last word to the AVD's first, every reply.
+    pub response_us: Vec<u64>,
+    pub commands: u64,
+    pub silent: u64,
+    pub naks: u64,
+    pub rets: u64,
+    pub garbled: u64,
+}
+
+pub struct Vmc {
+    end: VmcEnd,
+    rng: Rng,
+    pub figures: BusFigures,
+}
+
+impl Vmc {
+    pub fn new(end: VmcEnd, seed: u64) -> Self {
+        Self {
+            end,
+            rng: Rng::new(seed),
+            figures: BusFigures::default(),
+        }
+    }
+
+    pub fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// A bus reset: the line held in break.
+    pub fn bus_reset(&mut self) {
+        self.end.bus_reset();
+    }
+
+    /// Sends `command` and reads the reply; a data block is ACKed (after a RET now and
+    /// then, which must bring the same block again).
+    pub fn exchange(&mut self, command: &Command) -> Reply {
+        let Ok(bytes) = command.emit() else {
+            return Reply::Garbled(format!("cannot emit {command:?}"));
+        };
+        self.figures.commands += 1;
+        // Whatever the AVD said too late to the last command is not this one's reply.
+        self.end.discard();
+        let mut last = Micros(0);
+        for (i, b) in bytes.iter().enumerate() {
+            if i > 0 && self.rng.below(4) == 0 {
+                let gap = 50 + self.rng.below((MAX_GAP_US - 50) as usize) as u64;
+                std::thread::sleep(Duration::from_micros(gap));
+            }
+            last = self.end.send(Word {
+                data: *b,
+                mode: i == 0,
+            });
+        }
+        let reply = self.read_reply(last);
+        let Reply::Data(response) = reply else {
+            return reply;
+        };
+        if self.rng.below(40) == 0 {
+            self.figures.rets += 1;
+            let at = self.end.send(Word::data(RET));
+            match self.read_reply(at) {
+                Reply::Data(again) if again == response => {}
+                other => return Reply::Garbled(format!("RET brought {}", other.short())),
+            }
+        }
+        self.end.send(Word::data(ACK));
+        Reply::Data(response)
+    }
+
+    fn read_reply(&mut self, sent_at: Micros) -> Reply {
+        let Some((first, at)) = self.end.receive(PATIENCE) else {
+            self.figures.silent += 1;
+            return Reply::Silent;
+        };
+        self.figures.response_us.push(at.since(sent_at));
+        if first.mode {
+            return match first.data {
+                ACK => Reply::Ack,
+                NAK => {
+                    self.figures.naks += 1;
+                    Reply::Nak
+                }
+                other => self.garbled(format!("single word {other:02X}")),
+            };
+        }
+        let mut bytes = vec![first.data];
+        loop {
+            let Some((word, _)) = self.end.receive(PATIENCE) else {
+                return self.garbled("block cut short".into());
+            };
+            bytes.push(word.data);
+            if word.mode {
+                break;
+            }
+            if bytes.len() > crate::mdb::MAX_BLOCK {
+                return self.garbled("block over 36 bytes".into());
+            }
+        }
+        match Response::parse(&Block::new_unchecked(&bytes[..])) {
+            Ok(response) => Reply::Data(response),
+            Err(e) => {
+                self.end.send(Word::data(NAK));
+                self.garbled(e.to_string())
+            }
+        }
+    }
+
+    fn garbled(&mut self, what: String) -> Reply {
+        self.figures.garbled += 1;
+        Reply::Garbled(what)
+    }
+
+    /// [`Vmc::exchange`], repeated (up to three times in all) while the AVD is silent or
+    /// NAKs, as a VMC retries.
+    pub fn exchange_retrying(&mut self, command: &Command) -> Reply {
+        let mut reply = self.exchange(command);
+        for _ in 0..2 {
+            if !matches!(reply, Reply::Silent | Reply::Nak) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            reply = self.exchange(command);
+        }
+        reply
+    }
+}
