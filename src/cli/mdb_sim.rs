@@ -14,11 +14,12 @@ use agegate::daemon::{
     Daemon, DaemonSettings, Event, LiveCounters, ModelFiles, MonotonicClock, NoWatchdog, Parts,
     RecordingClock, StopSignal,
 };
+use agegate::liveness::LivenessMode;
 use agegate::mdb::transport::memory;
 use agegate::mdb::{BusClock, DeviceSettings, DravpAnswer, MdbDevice};
 use agegate::pipeline::Pipeline;
 use agegate::session::Trigger;
-use agegate::tools::mdb_sim::{parse_spec, run_sessions, SceneSource, SimSettings, Vmc};
+use agegate::tools::mdb_sim::{parse_spec, run_sessions, SceneKind, SceneSource, SimSettings, Vmc};
 
 use super::{MdbSimArgs, Outcome};
 
@@ -48,9 +49,12 @@ pub(super) fn simulate(args: MdbSimArgs) -> Result<Outcome> {
         );
     }
     let base = args.board.parent().unwrap_or(std::path::Path::new("."));
+    let liveness = board.daemon.session.liveness.mode != LivenessMode::Off;
     let specs: Vec<String> = if args.scenes.is_empty() {
         BUNDLED
             .iter()
+            // Without liveness a print of an adult is an adult: no attack scene.
+            .filter(|s| liveness || !s.starts_with("attack="))
             .map(|s| {
                 let (name, path) = s.split_once('=').unwrap_or((s, ""));
                 format!("{name}={}", base.join(path).display())
@@ -64,6 +68,13 @@ pub(super) fn simulate(args: MdbSimArgs) -> Result<Outcome> {
         .map(|s| parse_spec(s, board.max_pixels()))
         .collect::<Result<Vec<_>>>()?;
     let kinds: Vec<_> = scenes.iter().map(|s| s.kind).collect();
+    if !liveness && kinds.contains(&SceneKind::Attack) {
+        bail!(
+            "--scene attack=...: board file {} has [liveness] mode = \"off\", so a print of \
+             an adult is judged as the adult; give attack scenes to a board with liveness on",
+            args.board.display()
+        );
+    }
     for scene in &scenes {
         eprintln!("mdb-sim: scene {} = {}", scene.kind.name(), scene.source);
     }
@@ -197,6 +208,7 @@ pub(super) fn simulate(args: MdbSimArgs) -> Result<Outcome> {
                 "naks": figures.naks,
                 "rets": figures.rets,
                 "garbled": figures.garbled,
+                "noise": figures.noise,
             },
             "device": health,
             "load_threads": args.load_threads,

@@ -182,8 +182,8 @@ pub struct MdbSimArgs {
     pub seed: u64,
     /// A scene: `NAME=PATH[:FIRST-LAST,...]` with NAME adult, child, empty or attack and
     /// PATH an MJPEG recording, a folder of frames or a photo. Repeat for more; without
-    /// any, the bundled recordings beside the board's folder (adults, the empty scene and
-    /// the attacks; no child is bundled).
+    /// any, the bundled recordings beside the board's folder (adults, the empty scene and,
+    /// on a board with liveness, the attacks; no child is bundled).
     #[arg(long = "scene")]
     pub scenes: Vec<String>,
     /// Sessions the VMC aborts (RESET, DRAVP off, READER cancel, a new DRAVS), percent.

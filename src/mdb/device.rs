@@ -232,22 +232,13 @@ impl Bus {
             }
             None => QUIET_WAIT,
         };
-        // Every word stamped before this instant is in what `receive` hands over, so the
-        // line is known to have been quiet up to here, and no later: a fresh reading after
-        // `receive` could pass a deadline that a word already waiting would have met.
-        let checked = self.clock.now();
-        if let Err(e) = self.transport.receive(wait, heard) {
-            self.counters.transport_errors = self.counters.transport_errors.saturating_add(1);
-            tracing::warn!("{e}");
-            std::thread::sleep(REOPEN_WAIT);
-            if let Err(e) = self.transport.reopen() {
-                tracing::debug!("reopen: {e}");
-            }
-            // Whatever was on the line is gone: as after a bus reset.
-            let outcome = self.peripheral.on_bus_reset();
-            self.last_word = None;
-            return self.act(outcome);
-        }
+        // Up to `checked` every word is in `heard`: the line is known quiet from the last
+        // of them to there, and no later (a fresh reading could pass a deadline that a
+        // word already waiting would have met).
+        let checked = match self.transport.receive(wait, heard) {
+            Ok(known) => known,
+            Err(e) => return self.transport_failed(&e),
+        };
         // Answers first: a POLL in this batch gets the result that is ready.
         loop {
             match self.answers.try_recv() {
@@ -288,6 +279,20 @@ impl Bus {
             }
         }
         true
+    }
+
+    /// The bus failed: wait, reopen it, and start over as after a bus reset (whatever
+    /// was on the line is gone).
+    fn transport_failed(&mut self, e: &super::TransportError) -> bool {
+        self.counters.transport_errors = self.counters.transport_errors.saturating_add(1);
+        tracing::warn!("{e}");
+        std::thread::sleep(REOPEN_WAIT);
+        if let Err(e) = self.transport.reopen() {
+            tracing::debug!("reopen: {e}");
+        }
+        let outcome = self.peripheral.on_bus_reset();
+        self.last_word = None;
+        self.act(outcome)
     }
 
     fn answer(&mut self, answer: VmcAnswer) {

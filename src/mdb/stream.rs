@@ -14,7 +14,7 @@ use std::time::Duration;
 use nix::poll::{poll, PollFd, PollFlags};
 
 use super::transport::{BusClock, Heard, Transport, TransportError};
-use super::Word;
+use super::{Micros, Word};
 
 /// Whether `fd` has something to read within `wait` (or has hung up).
 pub(crate) fn readable(fd: RawFd, wait: Duration) -> Result<bool, nix::errno::Errno> {
@@ -176,20 +176,24 @@ impl Transport for StreamTransport {
         &self.name
     }
 
-    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<(), TransportError> {
+    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<Micros, TransportError> {
         let name = self.name.clone();
         let lost = |e: &dyn std::fmt::Display| TransportError::new(&name, e);
         let mut buf = [0u8; 256];
+        // Read after the wait, before the read: whatever arrived by then is in this read.
+        let known;
         let read = match self.conn.as_mut() {
             None => return Err(lost(&"closed")),
             Some(Conn::Device(file)) => {
-                if !readable(file.as_raw_fd(), wait).map_err(|e| lost(&e))? {
-                    return Ok(());
+                let ready = readable(file.as_raw_fd(), wait).map_err(|e| lost(&e))?;
+                known = self.clock.now();
+                if !ready {
+                    return Ok(known);
                 }
                 match file.read(&mut buf) {
                     Ok(0) => return Err(lost(&"hung up")),
                     Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(known),
                     Err(e) => return Err(lost(&e)),
                 }
             }
@@ -203,10 +207,12 @@ impl Transport for StreamTransport {
                             self.decoder.reset();
                         }
                     }
-                    return Ok(());
+                    return Ok(self.clock.now());
                 };
-                if !readable(stream.as_raw_fd(), wait).map_err(|e| lost(&e))? {
-                    return Ok(());
+                let ready = readable(stream.as_raw_fd(), wait).map_err(|e| lost(&e))?;
+                known = self.clock.now();
+                if !ready {
+                    return Ok(known);
                 }
                 match stream.read(&mut buf) {
                     Ok(0) => {
@@ -214,20 +220,20 @@ impl Transport for StreamTransport {
                         tracing::info!("{name}: the VMC disconnected");
                         *client = None;
                         into.push(Heard::BusReset);
-                        return Ok(());
+                        return Ok(known);
                     }
                     Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(known),
                     Err(e) => {
                         tracing::warn!("{name}: {e}; waiting for the next VMC");
                         *client = None;
-                        return Ok(());
+                        return Ok(known);
                     }
                 }
             }
         };
         self.decode(buf.get(..read).unwrap_or_default(), into);
-        Ok(())
+        Ok(known)
     }
 
     fn send(&mut self, words: &[Word]) -> Result<(), TransportError> {

@@ -82,8 +82,11 @@ impl TransportError {
 /// The AVD's side of the bus.
 pub trait Transport: Send {
     fn name(&self) -> &str;
-    /// Waits at most `wait` for the bus, then appends what came to `into`.
-    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<(), TransportError>;
+    /// Waits at most `wait` for the bus, then appends what came to `into`. Returns the
+    /// time up to which the line is known: every word that arrived before it is in
+    /// `into` (or was handed over earlier), so the line was quiet from the last of them to
+    /// it.
+    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<Micros, TransportError>;
     /// Puts `words` on the bus, in order.
     fn send(&mut self, words: &[Word]) -> Result<(), TransportError>;
     /// Tries to get the bus back after an error.
@@ -147,7 +150,11 @@ pub mod memory {
             "memory"
         }
 
-        fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<(), TransportError> {
+        fn receive(
+            &mut self,
+            wait: Duration,
+            into: &mut Vec<Heard>,
+        ) -> Result<Micros, TransportError> {
             let mut lines = self.shared.lock();
             if lines.to_avd.is_empty() && !lines.closed {
                 lines = self
@@ -160,13 +167,15 @@ pub mod memory {
             if lines.closed {
                 return Err(TransportError::new("memory", "the VMC's end is closed"));
             }
+            // Under the lock: a word pushed after this reads a later time.
+            let known = self.clock.now();
             into.extend(lines.to_avd.drain(..));
-            Ok(())
+            Ok(known)
         }
 
         fn send(&mut self, words: &[Word]) -> Result<(), TransportError> {
-            let now = self.clock.now();
             let mut lines = self.shared.lock();
+            let now = self.clock.now();
             lines.to_vmc.extend(words.iter().map(|w| (*w, now)));
             drop(lines);
             self.shared.wake.notify_all();
@@ -189,8 +198,29 @@ pub mod memory {
 
         /// One word on the bus now; returns its time.
         pub fn send(&self, word: Word) -> Micros {
+            let mut lines = self.shared.lock();
             let now = self.clock.now();
-            self.shared.lock().to_avd.push_back(Heard::Word(word, now));
+            lines.to_avd.push_back(Heard::Word(word, now));
+            drop(lines);
+            self.shared.wake.notify_all();
+            now
+        }
+
+        /// A whole block on the bus at once, as a UART driver hands over what it has
+        /// received: the last word now, each earlier one a word's time and its gap before
+        /// the next (`gaps_us[i]` after word `i`). Returns the last word's time.
+        pub fn send_block(&self, words: &[Word], gaps_us: &[u64]) -> Micros {
+            let mut lines = self.shared.lock();
+            let now = self.clock.now();
+            let mut at = now.0;
+            let mut stamped: Vec<Heard> = Vec::with_capacity(words.len());
+            for (i, word) in words.iter().enumerate().rev() {
+                stamped.push(Heard::Word(*word, Micros(at)));
+                let gap = gaps_us.get(i.wrapping_sub(1)).copied().unwrap_or(0);
+                at = at.saturating_sub(super::super::timing::WORD_US + gap);
+            }
+            lines.to_avd.extend(stamped.into_iter().rev());
+            drop(lines);
             self.shared.wake.notify_all();
             now
         }

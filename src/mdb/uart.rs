@@ -28,7 +28,7 @@ use nix::sys::termios::{
 
 use super::stream::{readable, write_all_within};
 use super::transport::{BusClock, Heard, Transport, TransportError};
-use super::Word;
+use super::{Micros, Word};
 
 /// Undoes `PARMRK`'s marking: see the module's text.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,17 +155,20 @@ impl Transport for UartTransport {
         &self.name
     }
 
-    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<(), TransportError> {
+    fn receive(&mut self, wait: Duration, into: &mut Vec<Heard>) -> Result<Micros, TransportError> {
         let Some(file) = self.file.as_mut() else {
             return Err(TransportError::new(&self.name, "closed"));
         };
         let mut buf = [0u8; 128];
-        let n = match readable(file.as_raw_fd(), wait) {
-            Ok(false) => return Ok(()),
+        let ready = readable(file.as_raw_fd(), wait);
+        // After the wait, before the read: whatever arrived by then is in this read.
+        let known = self.clock.now();
+        let n = match ready {
+            Ok(false) => return Ok(known),
             Ok(true) => match file.read(&mut buf) {
                 Ok(0) => return Err(self.lost("hung up")),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(known),
                 Err(e) => return Err(self.lost(e)),
             },
             Err(e) => return Err(self.lost(e)),
@@ -174,7 +177,7 @@ impl Transport for UartTransport {
         for b in buf.get(..n).unwrap_or_default() {
             self.decoder.byte(*b, now, into);
         }
-        Ok(())
+        Ok(known)
     }
 
     fn send(&mut self, words: &[Word]) -> Result<(), TransportError> {
@@ -214,7 +217,6 @@ impl Transport for UartTransport {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Micros;
     use super::*;
 
     fn decode(bytes: &[u8]) -> Vec<Heard> {

@@ -170,6 +170,11 @@ impl Driver<'_> {
             let pause = 10 + self.vmc.rng().below(90) as u64;
             std::thread::sleep(Duration::from_millis(pause));
             polls += 1;
+            if self.vmc.rng().below(100) < 3 {
+                if let Some(what) = self.vmc.noise() {
+                    self.violation(what);
+                }
+            }
             if let Some((_, kind)) = abort_at_poll.filter(|(at, _)| *at == polls) {
                 return Outcome::Aborted(self.abort(kind));
             }

@@ -18,7 +18,7 @@ const NAK: u8 = 0xFF;
 /// past t-response (5 ms), so that a late reply is measured rather than missed.
 const PATIENCE: Duration = Duration::from_millis(100);
 /// Longest gap between the words of one block the simulator leaves: t-inter-byte is 1 ms.
-const MAX_GAP_US: u64 = 600;
+const MAX_GAP_US: u64 = 900;
 
 /// What the AVD answered a command with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub struct BusFigures {
     pub naks: u64,
     pub rets: u64,
     pub garbled: u64,
+    /// Blocks the AVD must ignore or NAK (another peripheral's, a bad checksum).
+    pub noise: u64,
 }
 
 pub struct Vmc {
@@ -96,17 +98,24 @@ impl Vmc {
         self.figures.commands += 1;
         // Whatever the AVD said too late to the last command is not this one's reply.
         self.end.discard();
-        let mut last = Micros(0);
-        for (i, b) in bytes.iter().enumerate() {
-            if i > 0 && self.rng.below(4) == 0 {
-                let gap = 50 + self.rng.below((MAX_GAP_US - 50) as usize) as u64;
-                std::thread::sleep(Duration::from_micros(gap));
-            }
-            last = self.end.send(Word {
+        let words: Vec<Word> = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Word {
                 data: *b,
                 mode: i == 0,
-            });
-        }
+            })
+            .collect();
+        // Legal gaps between the words (t-inter-byte is 1 ms), on the words' stamps: the
+        // block arrives whole, as from a UART, so this thread's own scheduling on a busy
+        // machine cannot cut it short.
+        let gaps: Vec<u64> = (1..words.len())
+            .map(|_| match self.rng.below(4) {
+                0 => self.rng.below(MAX_GAP_US as usize) as u64,
+                _ => 0,
+            })
+            .collect();
+        let last = self.end.send_block(&words, &gaps);
         let reply = self.read_reply(last);
         let Reply::Data(response) = reply else {
             return reply;
@@ -158,6 +167,31 @@ impl Vmc {
                 self.end.send(Word::data(NAK));
                 self.garbled(e.to_string())
             }
+        }
+    }
+
+    /// Traffic the AVD must not act on: a POLL to the cashless device (10h), which it
+    /// must not answer, or a POLL to the AVD with a wrong checksum, which it must NAK.
+    /// Returns what went wrong, if anything.
+    pub fn noise(&mut self) -> Option<String> {
+        self.figures.noise += 1;
+        self.end.discard();
+        let foreign = self.rng.below(2) == 0;
+        let words = if foreign {
+            [Word::with_mode(0x12), Word::data(0x12)]
+        } else {
+            [Word::with_mode(0x6A), Word::data(0x6B)]
+        };
+        let last = self.end.send_block(&words, &[0]);
+        let reply = self.end.receive(Duration::from_millis(20));
+        match (foreign, reply) {
+            (true, None) => None,
+            (true, Some((w, _))) => Some(format!("answered another peripheral's POLL: {w:?}")),
+            (false, Some((w, at))) if w == Word::with_mode(NAK) => {
+                self.figures.response_us.push(at.since(last));
+                None
+            }
+            (false, other) => Some(format!("a POLL with a bad checksum got {other:?}")),
         }
     }
 
