@@ -12,13 +12,20 @@ pub enum Decision {
     Refer,
 }
 
-impl std::fmt::Display for Decision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+impl Decision {
+    /// `ALLOW`, `DENY` or `REFER`, as every report and log spells it.
+    pub fn name(self) -> &'static str {
+        match self {
             Decision::Allow => "ALLOW",
             Decision::Deny => "DENY",
             Decision::Refer => "REFER",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -413,6 +413,27 @@ fn each_decision_is_published_once_and_status_goes_offline_at_the_end() {
         assert_eq!(p["age_band"], d["band"]);
         assert_eq!(p["frames"], d["frames"]);
         assert!(d["confidence"].as_u64().is_some_and(|c| c <= 100), "{d}");
+        // The payload's fields, as before it was typed (no `mdb_answer` off a VMC).
+        let keys: Vec<&str> = d
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "band",
+                "confidence",
+                "decide_ms",
+                "decision",
+                "frames",
+                "id",
+                "reason",
+                "time_ms"
+            ],
+            "{d}"
+        );
         assert_private(d);
     }
     wait_until("status offline", Duration::from_secs(10), || {

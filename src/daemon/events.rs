@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::core::Origin;
 use crate::actuate::PinChange;
 use crate::domain::{AgeBand, Decision, ReferReason};
 use crate::mdb::VmcRequest;
@@ -29,6 +30,14 @@ pub enum Event {
         /// Why a REFER is a REFER (absent for ALLOW and DENY).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<ReferReason>,
+        /// What the host's DECISION carries (0 to 100). Not in the event line, whose
+        /// fields stay as they are; telemetry's `decision` publishes it.
+        #[serde(skip)]
+        confidence: u8,
+        /// Who asked: a host's REQUEST, a face, or a vending machine's session (whose
+        /// answer telemetry publishes with it). Not in the event line.
+        #[serde(skip)]
+        origin: Origin,
     },
     SerialTx {
         t_ms: u64,

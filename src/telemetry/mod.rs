@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::daemon::core::Origin;
 use crate::daemon::{Event, LiveCounters, PolicyMailbox, WireMessage};
 use crate::decide::{round3, rule_name, Policy, Rule};
+use crate::mdb::VerificationResult;
 use remote_policy::RemotePolicy;
 pub use remote_policy::MAX_POLICY_BYTES;
 pub use settings::{RawTelemetry, TelemetrySettings, TlsFiles};
@@ -117,8 +119,22 @@ struct Seen {
     faults: BTreeMap<u8, u64>,
     /// The last decisions' window times, for percentiles.
     decide_ms: VecDeque<u64>,
-    /// A decision waits for its serial message, which carries the confidence.
-    pending: Option<Value>,
+}
+
+/// The `decision` topic's payload: one decision, no image, embedding nor estimated age.
+/// Fields in alphabetical order, the order the untyped payload had.
+#[derive(Debug, serde::Serialize)]
+struct DecisionPayload<'a> {
+    band: &'a str,
+    confidence: u8,
+    decide_ms: u64,
+    decision: &'static str,
+    frames: usize,
+    id: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mdb_answer: Option<&'static str>,
+    reason: Option<&'static str>,
+    time_ms: u64,
 }
 
 const LATENCY_WINDOW: usize = 256;
@@ -246,51 +262,31 @@ impl Telemetry {
                 frames,
                 decide_ms,
                 reason,
+                confidence,
+                origin,
                 ..
             } => {
-                if let Some(earlier) = seen.pending.take() {
-                    self.shared.push("decision", earlier, false);
-                }
-                let verdict = match decision {
-                    crate::domain::Decision::Allow => "ALLOW",
-                    crate::domain::Decision::Deny => "DENY",
-                    crate::domain::Decision::Refer => "REFER",
-                };
+                let verdict = decision.name();
                 *seen.decisions.entry(verdict).or_default() += 1;
                 seen.decide_ms.push_back(*decide_ms);
                 if seen.decide_ms.len() > LATENCY_WINDOW {
                     seen.decide_ms.pop_front();
                 }
-                seen.pending = Some(json!({
-                    "id": id,
-                    "time_ms": unix_ms(),
-                    "decision": verdict,
-                    "band": age_band,
-                    "reason": reason.map(|r| r.name()),
-                    "frames": frames,
-                    "decide_ms": decide_ms,
-                }));
-            }
-            Event::SerialTx {
-                message: WireMessage::Decision { id, confidence, .. },
-                ..
-            } => {
-                if let Some(mut record) = seen.pending.take() {
-                    if record["id"] == *id {
-                        record["confidence"] = json!(confidence);
-                    }
-                    self.shared.push("decision", record, false);
-                }
-            }
-            // A vending machine's session (MDB): no serial message, no confidence; the
-            // decision goes out with what the VMC was told.
-            Event::MdbTx { id, answer, .. } => {
-                if let Some(mut record) = seen.pending.take() {
-                    if record["id"] == *id {
-                        record["mdb_answer"] = json!(answer);
-                    }
-                    self.shared.push("decision", record, false);
-                }
+                drop(seen);
+                let payload = DecisionPayload {
+                    band: age_band,
+                    confidence: *confidence,
+                    decide_ms: *decide_ms,
+                    decision: verdict,
+                    frames: *frames,
+                    id: *id,
+                    // A vending machine's session: what the VMC was told.
+                    mdb_answer: (*origin == Origin::Vmc)
+                        .then(|| VerificationResult::from_decision(*decision).name()),
+                    reason: reason.map(|r| r.name()),
+                    time_ms: unix_ms(),
+                };
+                self.shared.push("decision", json!(payload), false);
             }
             Event::SerialTx {
                 message: WireMessage::Heartbeat { state, .. },
@@ -322,10 +318,6 @@ impl Telemetry {
     /// Publishes what is queued and `status` offline, waiting at most `patience` for the
     /// broker; what is still queued then is counted in the log line.
     pub fn finish(mut self, patience: Duration) {
-        let pending = lock(&self.shared.seen).pending.take();
-        if let Some(record) = pending {
-            self.shared.push("decision", record, false);
-        }
         {
             let mut seen = lock(&self.shared.seen);
             seen.state = "offline".into();

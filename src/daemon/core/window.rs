@@ -155,6 +155,8 @@ impl Core {
             frames,
             decide_ms,
             reason,
+            confidence,
+            origin,
         }));
         if origin == Origin::Vmc {
             self.answer_vmc(now, id, decision, out);

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use super::vmc::{Reply, Vmc};
 use super::{Observed, SceneKind};
 use crate::daemon::Event;
-use crate::domain::Decision;
 use crate::mdb::{Command, Reader, Response, VerificationResult};
 
 #[derive(Debug, Clone, Copy)]
@@ -55,14 +54,6 @@ pub struct Summary {
     pub violations: Vec<String>,
     pub resets: usize,
     pub just_reset_after_reset: usize,
-}
-
-fn decision_name(d: Decision) -> &'static str {
-    match d {
-        Decision::Allow => "ALLOW",
-        Decision::Deny => "DENY",
-        Decision::Refer => "REFER",
-    }
 }
 
 fn result_of(feature1: u8, feature2: u8) -> Option<VerificationResult> {
@@ -267,7 +258,7 @@ pub fn run_sessions(
         let decision = id.and_then(|id| {
             seen.decisions
                 .get(&id)
-                .map(|d| decision_name(*d))
+                .map(|d| d.name())
                 .or_else(|| (seen.answers.get(&id) == Some(&"not_verified")).then_some("REFER"))
         });
         let name = kind.name();
