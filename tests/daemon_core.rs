@@ -158,6 +158,7 @@ fn describe(action: &Action) -> String {
         Action::Emit(Event::Recovered { what, .. }) => format!("log recovered {what}"),
         Action::Emit(Event::SerialRx { .. }) => "log rx".into(),
         Action::Emit(Event::MdbRx { .. }) => "log mdb rx".into(),
+        Action::Emit(Event::PolicyApplied { .. }) => "log policy applied".into(),
         Action::Emit(Event::MdbTx { id, answer, .. }) => format!("log mdb {answer} {id}"),
         Action::AnswerVmc(a) => format!("vmc {} {}", a.decision, a.session),
         Action::Emit(other) => format!("log {other:?}"),
@@ -204,6 +205,10 @@ fn inputs() -> Vec<(&'static str, Input)> {
         ("vmc_verify(9)", vmc_verify(9)),
         ("vmc_abort(1)", Input::Vmc(VmcRequest::Abort { session: 1 })),
         ("vmc_link_ended", Input::VmcLinkEnded("gone".into())),
+        (
+            "policy_offered",
+            Input::PolicyOffered(Policy::new(21.0, 30.0, 1.0).expect("policy")),
+        ),
         ("link_lost", Input::LinkLost("l".into())),
         ("link_restored", Input::LinkRestored),
         ("link_still_lost", Input::LinkStillLost("l".into())),
@@ -225,7 +230,8 @@ const TABLE_HEADER: &str = "\
 # The decision core, every state x every input (tests/daemon_core.rs).
 # state | input | next state | actions, in order
 # show = the gate's indication (relay on only for ALLOW), tx = sent to the host,
-# vmc = the decision handed to the MDB thread for the vending machine,
+# vmc = the decision handed to the MDB thread for the vending machine, policy_offered =
+# a telemetry policy/set (applied between decisions, never to an open window),
 # log = an event record (`held`: the FAULT to the host was held back, same code < 1 s ago).
 ";
 
@@ -621,4 +627,53 @@ fn a_still_photo_is_referred_for_liveness_and_never_allowed() {
     assert!(!all
         .iter()
         .any(|a| matches!(a, Action::Indicate(Indication::Decision(Decision::Allow)))));
+}
+
+/// A policy offered while a window is open waits for the window's verdict, which the
+/// policy it opened with decides; the next window has the new one.
+#[test]
+fn an_offered_policy_waits_for_the_open_window() {
+    let mut rig = Rig::new(Trigger::Request);
+    rig.feed(Input::Frame);
+    rig.feed(request(1));
+    // Stricter: ALLOW only from 32 (age - sigma), where the board's ALLOWs from 25.
+    let stricter = Policy::new(18.0, 32.0, 1.0).expect("policy");
+    let out = rig.feed(Input::PolicyOffered(stricter));
+    assert!(out.is_empty(), "applied to an open window: {out:?}");
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        out.extend(rig.frame(Some(30.0)));
+    }
+    let applied_at = out
+        .iter()
+        .position(|a| matches!(a, Action::Emit(Event::PolicyApplied { .. })))
+        .expect("applied once the window closed");
+    let decided_at = out
+        .iter()
+        .position(|a| {
+            matches!(
+                a,
+                Action::Send(Message::Decision {
+                    id: 1,
+                    decision: Decision::Allow,
+                    ..
+                })
+            )
+        })
+        .expect("the open window decided with the board's policy");
+    assert!(decided_at < applied_at);
+    rig.advance(2_000);
+    rig.feed(request(2));
+    let mut out = Vec::new();
+    for _ in 0..5 {
+        out.extend(rig.frame(Some(30.0)));
+    }
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::Send(Message::Decision {
+            id: 2,
+            decision: Decision::Refer,
+            ..
+        })
+    )));
 }

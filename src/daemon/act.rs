@@ -26,7 +26,17 @@ impl Daemon {
             }
             Action::Send(message) => self.send(now, message),
             Action::AnswerVmc(answer) => self.answer_vmc(answer),
-            Action::Emit(event) => self.emit(event),
+            Action::Emit(event) => {
+                if matches!(event, Event::PolicyApplied { .. }) {
+                    // Telemetry acks the policy once it is counted applied.
+                    if let Some(mailbox) = &self.policies {
+                        mailbox
+                            .applied
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                self.emit(event)
+            }
             Action::ReopenCamera => self.followups.push(match self.parts.source.reopen() {
                 Ok(()) => Input::CameraReopened,
                 Err(e) => Input::CameraStillLost(e.to_string()),

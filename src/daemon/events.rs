@@ -1,7 +1,7 @@
 //! What the daemon did, as typed records: one per line of `agegate run`'s output (JSON)
 //! and of the audit log. The event names and fields are a consumer interface: `decision`,
-//! `serial_tx`, `serial_rx`, `pin`, `fault`, `recovered`, `mdb_rx`, `mdb_tx`. Times are
-//! the frame clock's milliseconds. No record holds an image, a crop, an embedding or an estimated age.
+//! `serial_tx`, `serial_rx`, `pin`, `fault`, `recovered`, `policy_applied`, `mdb_rx`,
+//! `mdb_tx`. Times are the frame clock's milliseconds. No record holds an image, a crop, an embedding or an estimated age.
 
 use serde::Serialize;
 
@@ -64,6 +64,10 @@ pub enum Event {
     Recovered {
         t_ms: u64,
         what: &'static str,
+    },
+    /// A policy offered over telemetry (`policy/set`) now decides the next windows.
+    PolicyApplied {
+        t_ms: u64,
     },
     /// A request from the vending machine (MDB): a verification, or its abort.
     MdbRx {

@@ -21,11 +21,13 @@ mod act;
 pub mod clock;
 pub mod core;
 pub mod events;
+mod links;
 mod settings;
+mod shared;
 pub mod supervise;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use image::RgbImage;
@@ -43,6 +45,7 @@ pub use self::core::{Exit, FrameFaces, MAX_OTHER_FACES};
 pub use clock::{Clock, MonotonicClock, RecordingClock};
 pub use events::{Event, WireMessage};
 pub use settings::{DaemonSettings, RawDaemon};
+pub use shared::{DaemonStats, LiveCounters, PolicyMailbox};
 pub use supervise::{
     ModelFiles, ModelGuard, NoWatchdog, StopSignal, SystemdWatchdog, Watchdog, STOP_SIGNALS,
 };
@@ -71,54 +74,6 @@ pub struct Parts {
 /// Where event lines go (`agegate run` prints them as JSON). An error (stdout closed) is a
 /// fault: the daemon closes the gate, tells the host and exits.
 pub type EventSink = Box<dyn FnMut(Event) -> std::io::Result<()>>;
-
-/// The frame counters, readable from another thread while the daemon runs (telemetry's
-/// `health`).
-#[derive(Debug, Default)]
-pub struct LiveCounters {
-    pub frames: AtomicU64,
-    pub bad_frames: AtomicU64,
-    pub inferences: AtomicU64,
-    /// The MDB link's counters, on a board with `[mdb]`.
-    pub mdb: std::sync::OnceLock<Arc<std::sync::Mutex<crate::mdb::MdbHealth>>>,
-}
-
-/// A policy validated elsewhere (telemetry's `policy/set`) waiting to be applied between
-/// decisions; `applied` counts the policies the daemon has taken.
-#[derive(Debug, Default)]
-pub struct PolicyMailbox {
-    waiting: std::sync::Mutex<Option<Policy>>,
-    applied: AtomicU64,
-}
-
-impl PolicyMailbox {
-    /// Leaves `policy` for the daemon; a newer one replaces one not yet taken.
-    pub fn offer(&self, policy: Policy) {
-        *self
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(policy);
-    }
-
-    /// How many offered policies the daemon has applied.
-    pub fn applied(&self) -> u64 {
-        self.applied.load(Ordering::SeqCst)
-    }
-}
-
-/// Counters for the log line at exit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct DaemonStats {
-    pub frames: u64,
-    pub bad_frames: u64,
-    pub inferences: u64,
-    pub decisions: u64,
-    pub faults: u64,
-}
-
-/// A partial frame from the host after this much silence (wall clock) is dropped: a frame
-/// takes 3 ms at 115200 baud.
-const LINE_IDLE_MS: u64 = 100;
 
 pub struct Daemon {
     parts: Parts,
@@ -173,44 +128,6 @@ impl Daemon {
         self.vmc = Some(port);
     }
 
-    /// The VMC's requests into the core; a thread that is gone is a fault that ends the run.
-    fn service_vmc(&mut self) {
-        let Some(port) = &self.vmc else { return };
-        let mut requests: heapless::Vec<crate::mdb::VmcRequest, 8> = heapless::Vec::new();
-        let mut ended = false;
-        // At most 8 a turn, the rest the next: a VMC sends one every few hundred ms.
-        while !requests.is_full() {
-            match port.requests.try_recv() {
-                Ok(request) => {
-                    let _ = requests.push(request);
-                }
-                Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        for request in requests {
-            self.feed(Input::Vmc(request));
-        }
-        if ended {
-            self.vmc = None;
-            self.feed(Input::VmcLinkEnded("the MDB thread stopped".into()));
-        }
-    }
-
-    fn answer_vmc(&mut self, answer: crate::mdb::VmcAnswer) {
-        let sent = self
-            .vmc
-            .as_ref()
-            .is_some_and(|port| port.answers.send(answer).is_ok());
-        if !sent {
-            self.followups
-                .push(Input::VmcLinkEnded("the MDB thread stopped".into()));
-        }
-    }
-
     /// Counts frames into `counters`, which another thread may read as the daemon runs
     /// (telemetry's `health`), instead of counters of its own. Call before `run`.
     pub fn share_counters(&mut self, counters: Arc<LiveCounters>) {
@@ -220,25 +137,6 @@ impl Daemon {
     /// Takes policies from `mailbox` between decisions. Call before `run`.
     pub fn take_policies_from(&mut self, mailbox: Arc<PolicyMailbox>) {
         self.policies = Some(mailbox);
-    }
-
-    fn apply_offered_policy(&mut self) {
-        let Some(mailbox) = &self.policies else {
-            return;
-        };
-        let mut waiting = mailbox
-            .waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(policy) = waiting.take() {
-            if self.core.replace_policy(policy) {
-                tracing::warn!(?policy, "policy replaced (telemetry policy/set)");
-                mailbox.applied.fetch_add(1, Ordering::SeqCst);
-            } else {
-                // A window is open: the next turn tries again.
-                *waiting = Some(policy);
-            }
-        }
     }
 
     pub fn stats(&self) -> DaemonStats {
@@ -293,7 +191,7 @@ impl Daemon {
             self.feed(Input::GpioError(e.to_string()));
         }
         self.report_pins(now);
-        self.apply_offered_policy();
+        self.take_offered_policy();
         self.feed(Input::Tick);
         if self.exit.is_none() && self.core.wants_frame() {
             self.next_frame();
@@ -342,48 +240,9 @@ impl Daemon {
         self.feed(input);
     }
 
-    /// Reads the host line into the core; the line-idle timer runs on the wall clock.
-    fn service_link(&mut self) {
-        let (Some(link), true) = (self.parts.link.as_mut(), self.core.link_up()) else {
-            return;
-        };
-        let wall = self.parts.wall.now_ms();
-        let mut inbox = std::mem::take(&mut self.inbox);
-        let mut lost = None;
-        let mut got_bytes = false;
-        loop {
-            match link.read_available(&mut self.rx) {
-                Ok(0) => break,
-                Ok(n) => {
-                    got_bytes = true;
-                    self.decoder
-                        .feed(&self.rx[..n.min(self.rx.len())], |m| inbox.push(m));
-                }
-                Err(e) => {
-                    lost = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if got_bytes {
-            self.last_rx_wall_ms = wall;
-        } else if self.decoder.pending() > 0
-            && wall.saturating_sub(self.last_rx_wall_ms) > LINE_IDLE_MS
-        {
-            self.decoder.line_idle(|m| inbox.push(m));
-        }
-        for message in inbox.drain(..) {
-            self.feed(Input::Host(message));
-        }
-        self.inbox = inbox;
-        if let Some(e) = lost {
-            self.feed(Input::LinkLost(e));
-        }
-    }
-
     /// Hands `input` to the core and carries out its actions, then the inputs those
     /// actions produced.
-    fn feed(&mut self, input: Input) {
+    pub(super) fn feed(&mut self, input: Input) {
         let mut next = Some(input);
         while let Some(input) = next
             .take()

@@ -72,6 +72,8 @@ pub struct Core {
     started_wall_ms: u64,
     /// When each fault code last went to the host (frame clock).
     fault_sent: LinearMap<u8, u64, 16>,
+    /// A policy offered and not yet applied (a window was open).
+    offered_policy: Option<Policy>,
     stats: CoreStats,
 }
 
@@ -92,6 +94,7 @@ impl Core {
             next_model_check_ms: now.frame_ms.saturating_add(settings.model_check_ms),
             started_wall_ms: now.wall_ms,
             fault_sent: LinearMap::new(),
+            offered_policy: None,
             stats: CoreStats::default(),
             settings,
         }
@@ -99,17 +102,6 @@ impl Core {
 
     pub fn state(&self) -> &State {
         &self.state
-    }
-
-    /// Replaces the policy the next windows open with (an open window keeps the one it
-    /// opened with). Refused, `false`, while a window is open: a policy changes between
-    /// decisions only. The caller validated it (`Policy::from_raw`).
-    pub fn replace_policy(&mut self, policy: Policy) -> bool {
-        if matches!(self.state, State::Deciding(_)) {
-            return false;
-        }
-        self.policy = policy;
-        true
     }
 
     pub fn stats(&self) -> CoreStats {
@@ -149,6 +141,25 @@ impl Core {
             // The exit is under way; a late input changes nothing.
             return;
         }
+        self.input(now, input, out);
+        self.apply_offered_policy(now, out);
+    }
+
+    /// A policy offered (telemetry's `policy/set`, validated there) replaces the board's
+    /// between decisions: at once when no window is open, else once it has closed (an open
+    /// window keeps the policy it opened with).
+    fn apply_offered_policy(&mut self, now: Now, out: &mut Out) {
+        if matches!(self.state, State::Deciding(_) | State::Stopping) {
+            return;
+        }
+        if let Some(policy) = self.offered_policy.take() {
+            tracing::warn!(?policy, "policy replaced (telemetry policy/set)");
+            self.policy = policy;
+            out.push(Action::Emit(Event::PolicyApplied { t_ms: now.frame_ms }));
+        }
+    }
+
+    fn input(&mut self, now: Now, input: Input, out: &mut Out) {
         match input {
             Input::Tick => self.tick(now, out),
             Input::Frame => self.frame(now, out),
@@ -205,6 +216,8 @@ impl Core {
             }
             Input::Host(message) => self.host(now, message, out),
             Input::Vmc(request) => self.vmc(now, request, out),
+            // A newer offer replaces one not yet applied.
+            Input::PolicyOffered(policy) => self.offered_policy = Some(policy),
             Input::VmcLinkEnded(message) => self.fatal(
                 now,
                 FaultCode::INTERNAL,

@@ -48,6 +48,10 @@ pub enum Input {
     Vmc(VmcRequest),
     /// The MDB thread is gone: the vending machine can no longer be answered.
     VmcLinkEnded(String),
+    /// A policy to replace the board's between decisions (telemetry's `policy/set`,
+    /// validated and no looser than the board's); applied with an
+    /// [`Event::PolicyApplied`].
+    PolicyOffered(crate::decide::Policy),
     /// The host line failed.
     LinkLost(String),
     /// [`Action::ReopenLink`] worked.
