@@ -1,7 +1,9 @@
 //! Subcommands of the `agegate` binary: parse, wire the library together, report. The
 //! device itself is [`run`]; the tools around it are [`tools`].
 
+mod bench;
 mod bundle;
+mod calibrate;
 mod mdb_sim;
 mod run;
 mod tools;
@@ -365,10 +367,10 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Estimate(args) => tools::estimate(args),
         Command::Eval(args) => tools::eval(args),
         Command::Crops(args) => tools::crops(args),
-        Command::Calibrate(args) => tools::calibrate(args),
+        Command::Calibrate(args) => calibrate::calibrate(args),
         Command::Run(args) => run::daemon(args),
         Command::MdbSim(args) => mdb_sim::simulate(args),
-        Command::Bench(args) => tools::bench(args),
+        Command::Bench(args) => bench::bench(args),
         Command::Hash(args) => tools::hash(args),
         Command::Keygen(args) => bundle::keygen(args),
         Command::Bundle(args) => bundle::pack(args),

@@ -1,4 +1,5 @@
-//! The tool commands: `estimate`, `eval`, `calibrate`, `crops`, `bench`, `hash`.
+//! The tool commands: `estimate`, `eval`, `crops`, `hash`; `bench` and `calibrate` have
+//! files of their own.
 
 use std::path::Path;
 
@@ -10,117 +11,14 @@ use agegate::decide::Decision;
 use agegate::detect::FaceDetector;
 use agegate::digest::Sha256;
 use agegate::estimate::AgeModel;
-use agegate::input_file;
 use agegate::photo;
 use agegate::tools::{crops, eval, manifest};
 
-use agegate::decide::RuleKind;
-use agegate::tools::calibrate;
 use agegate::tools::degrade::Degradation;
 
 use super::{
-    ensure_writable, print_err, print_line, BenchArgs, CalibrateArgs, CropsArgs, EstimateArgs,
-    EvalArgs, HashArgs, Outcome, RuleArg,
+    ensure_writable, print_err, print_line, CropsArgs, EstimateArgs, EvalArgs, HashArgs, Outcome,
 };
-
-const NO_ORT: &str = "--compare-onnxruntime needs a build with the `ort` feature: cargo run --release --features ort -- bench --compare-onnxruntime";
-
-pub(super) fn bench(args: BenchArgs) -> Result<Outcome> {
-    if args.compare_onnxruntime && !cfg!(feature = "ort") {
-        bail!(NO_ORT);
-    }
-    let board = Board::load(&args.board)?;
-    let sibling = |name: &str| {
-        let p = board.age_model.with_file_name(name);
-        p.is_file().then_some(p)
-    };
-    let settings = agegate::tools::bench::BenchSettings {
-        iterations: args.iterations.max(1),
-        warmup: args.warmup,
-        photo: args.photo.clone(),
-        f32_model: args
-            .f32_model
-            .clone()
-            .or_else(|| sibling("age_student_f32.onnx")),
-        int8_model: args
-            .int8_model
-            .clone()
-            .or_else(|| sibling("age_student_int8.onnx")),
-        threads: args.threads.unwrap_or(board.runtime.threads),
-    };
-    if let Err(message) = agegate::engine::check_threads(settings.threads) {
-        bail!("--threads {}: {message}", settings.threads);
-    }
-    if let Some(path) = &args.json {
-        ensure_writable(path)?;
-    }
-    if settings.f32_model.is_none() {
-        print_err(&format!(
-            "agegate bench: no float twin beside {} (make it with `python -m agegate_models.export`); estimate_ms_f32 left out",
-            board.age_model.display()
-        ));
-    }
-    let fallback = Path::new("tests/photos/grace_hopper.jpg");
-    let mut report = agegate::tools::bench::run(&board, &settings, fallback)?;
-    if args.compare_onnxruntime {
-        compare_onnxruntime(&board, &settings, &mut report)?;
-    }
-    let json = serde_json::to_string_pretty(&report)?;
-    print_line(&json)?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(Outcome::Success)
-}
-
-#[cfg(not(feature = "ort"))]
-fn compare_onnxruntime(
-    _board: &Board,
-    _settings: &agegate::tools::bench::BenchSettings,
-    _report: &mut agegate::tools::bench::BenchReport,
-) -> Result<()> {
-    bail!(NO_ORT)
-}
-
-#[cfg(feature = "ort")]
-fn compare_onnxruntime(
-    board: &Board,
-    settings: &agegate::tools::bench::BenchSettings,
-    report: &mut agegate::tools::bench::BenchReport,
-) -> Result<()> {
-    use agegate::engine::onnxruntime::{find_library, OrtModel};
-    use agegate::tools::bench::time_median;
-    let library = find_library().map_err(anyhow::Error::msg)?;
-    let (w, i) = (settings.warmup, settings.iterations);
-    // The same input tensors tract sees: a letterboxed 128x128 frame for the detector, an
-    // aligned crop for the age model. Values do not change the time of these graphs.
-    let time = |path: &Path, shape: &[usize]| -> Result<f64> {
-        let mut model = OrtModel::load(path, 1)?;
-        let input = vec![0.5f32; shape.iter().product()];
-        Ok(time_median(w, i, || model.run(&input, shape).map(|_| ()))?)
-    };
-    // Input sizes as the tract run found them: no second load of the models.
-    let (s, d) = (report.age_input_px, report.detector_input_px);
-    let estimate_ort = time(&board.age_model, &[1, 3, s, s])?;
-    let detect_ort_single_pass = time(&board.detector_model, &[1, 3, d, d])?;
-    let mut ort = serde_json::json!({
-        "library": library,
-        "estimate_ms": estimate_ort,
-        "detector_pass_ms": detect_ort_single_pass,
-        "detector_pass_tract_over_ort": report.detect_graph_ms / detect_ort_single_pass,
-    });
-    for (key, model) in [
-        ("estimate_ms_f32", &settings.f32_model),
-        ("estimate_ms_int8", &settings.int8_model),
-    ] {
-        if let Some(path) = model {
-            ort[key] = serde_json::json!(time(path, &[1, 3, s, s])?);
-        }
-    }
-    report.tract_over_ort = Some(report.estimate_ms / estimate_ort);
-    report.onnxruntime = Some(ort);
-    Ok(())
-}
 
 /// One line of `agegate estimate`: a photo's faces and the first face's decision (REFER
 /// with an error when none is found), or why the photo was not read. The fields are in
@@ -202,7 +100,7 @@ pub(super) fn estimate(args: EstimateArgs) -> Result<Outcome> {
     })
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
+pub(super) fn progress_bar(len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     if let Ok(style) = ProgressStyle::with_template(
         "{elapsed_precise} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta}) {msg}",
@@ -212,7 +110,7 @@ fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-fn read_manifest(
+pub(super) fn read_manifest(
     path: &Path,
     root: Option<&Path>,
     limit: Option<usize>,
@@ -225,7 +123,7 @@ fn read_manifest(
 }
 
 /// Makes the folder of `path` and checks a file can be made in it, without making one.
-fn check_writable_dir(path: &Path) -> Result<()> {
+pub(super) fn check_writable_dir(path: &Path) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -439,117 +337,11 @@ fn eval_liveness(args: EvalArgs, degradations: Vec<Degradation>) -> Result<Outco
 }
 
 /// `--degrade`'s kinds (none without the flag).
-fn degradations(spec: Option<&str>) -> Result<Vec<Degradation>> {
+pub(super) fn degradations(spec: Option<&str>) -> Result<Vec<Degradation>> {
     let parsed = spec.map(Degradation::parse_list).transpose();
     Ok(parsed
         .map_err(|e| anyhow::anyhow!("--degrade: {e}"))?
         .unwrap_or_default())
-}
-
-pub(super) fn calibrate(args: CalibrateArgs) -> Result<Outcome> {
-    // The cheap refusals first: a bad target or an unwritable output costs no evaluation.
-    if !(args.max_minor_allow > 0.0 && args.max_minor_allow <= 1.0) {
-        bail!(calibrate::CalibrateError::Target(args.max_minor_allow));
-    }
-    let max_sigma = match args.max_sigma.as_str() {
-        "none" => calibrate::SigmaCap::None,
-        "auto" => calibrate::SigmaCap::Auto,
-        years => match years.parse::<f32>() {
-            Ok(cap) if agegate::decide::MAX_SIGMAS.contains(&cap) => {
-                calibrate::SigmaCap::Fixed(cap)
-            }
-            _ => bail!("--max-sigma {years}: give none, auto or a number of years from 0.5 to 30"),
-        },
-    };
-    let degradations = degradations(args.degrade.as_deref())?;
-    let manifest_bytes = input_file::read(&args.manifest, input_file::MANIFEST)?;
-    if let Some(path) = &args.out {
-        // Checked, not written: a refused calibration leaves no file behind.
-        check_writable_dir(path)?;
-    }
-    let pipeline = args.models.pipeline()?;
-    let entries = read_manifest(&args.manifest, args.root.as_deref(), args.limit)?;
-    let rule = match args.rule {
-        RuleArg::Threshold => RuleKind::Threshold,
-        RuleArg::Margin => RuleKind::Margin,
-        RuleArg::POver => RuleKind::POver,
-    };
-    // The set as it is first: its adults are the cost.
-    let mut runs: Vec<(String, Option<Degradation>)> = vec![("clean".to_string(), None)];
-    for d in degradations {
-        runs.push((d.name(), Some(d)));
-    }
-    let bar = progress_bar(entries.len() * runs.len());
-    let predicted: Vec<(String, Vec<eval::Prediction>)> = runs
-        .into_iter()
-        .map(|(name, degrade)| {
-            let options = eval::EvalOptions { degrade, views: 1 };
-            let p = eval::predict_all(&pipeline, &entries, &options, |_| bar.inc(1));
-            (name, p)
-        })
-        .collect();
-    bar.finish_and_clear();
-    let sets: Vec<calibrate::LabelledSet> = predicted
-        .iter()
-        .map(|(name, predictions)| calibrate::LabelledSet { name, predictions })
-        .collect();
-    let request = calibrate::Request {
-        rule,
-        max_minor_allow: args.max_minor_allow,
-        max_sigma,
-    };
-    let calibrated = calibrate::calibrate(
-        &sets,
-        &pipeline.policy,
-        request,
-        &args.manifest,
-        &manifest_bytes,
-        calibrate::today(),
-    )?;
-    // The table around the chosen setting, on stderr: what each setting costs.
-    let at = calibrated
-        .table
-        .iter()
-        .position(|c| *c == calibrated.chosen)
-        .unwrap_or(0);
-    let cap = calibrated
-        .policy
-        .max_sigma()
-        .map_or("none".to_string(), |c| format!("{c}"));
-    print_err(&format!(
-        "max_sigma {cap}; the upper bound is the worst of the sets ({}) and all together",
-        sets.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-    ));
-    print_err(
-        "value     minors allowed   all sets   upper bound (where)      adults 25+ not allowed",
-    );
-    for c in calibrated.table.iter().skip(at.saturating_sub(8)).take(16) {
-        let mark = if *c == calibrated.chosen {
-            "  <- chosen"
-        } else {
-            ""
-        };
-        print_err(&format!(
-            "{:<9.4} {:>6} / {:<7} {:>8} {:>10.5} ({:<10}) {:>8.1} %{mark}",
-            c.value,
-            c.minors_allowed,
-            calibrated.calibration.minors,
-            c.minors_allowed_all,
-            c.minor_allow_upper,
-            c.worst_set,
-            100.0 * c.adult_referral
-        ));
-    }
-    let toml = calibrate::policy_toml(&calibrated);
-    match &args.out {
-        Some(path) => {
-            std::fs::write(path, &toml).with_context(|| format!("writing {}", path.display()))?;
-        }
-        None => {
-            print_line(&toml)?;
-        }
-    }
-    Ok(Outcome::Success)
 }
 
 pub(super) fn crops(args: CropsArgs) -> Result<Outcome> {

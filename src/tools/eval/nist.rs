@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{abs_err, mean, share, Estimated};
+use super::report::{abs_err, mean, share};
+use super::Estimated;
 use crate::tools::manifest::Entry;
 use crate::tools::stats::{bootstrap, clopper_pearson, needed_for, upper_bound};
 
