@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 /// A face template like `models/face_template_3d.json`: IOD 1, nose out, tragions behind.
