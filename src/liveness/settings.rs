@@ -74,7 +74,7 @@ pub struct LivenessSettings {
     /// Planarity: below this residual (inter-ocular distances) the keypoints moved as a
     /// plane does.
     pub max_planar_residual: f32,
-    /// Planarity of the image points followed without a face prior ([`track`]): below
+    /// Planarity of the image points followed without a face prior ([`track`](super::track)): below
     /// this residual they moved as a plane does. Either planarity flags the window.
     pub max_tracked_residual: f32,
     /// Stillness: keypoints that moved less than this (inter-ocular distances) over the
