@@ -14,6 +14,7 @@ pub mod liveness;
 pub mod nist;
 mod plot;
 mod report;
+mod tracks;
 mod views;
 
 use std::collections::BTreeMap;
