@@ -38,6 +38,14 @@ pub(crate) fn median<T: Sample>(values: &mut [T]) -> Option<T> {
     Some(T::midpoint(*values.get(n / 2 - 1)?, upper))
 }
 
+/// The nearest-rank `q` quantile (0 to 1) of `sorted`, ascending: the value at rank
+/// round((n - 1) q); `None` for none.
+pub(crate) fn nearest_rank<T: Copy>(sorted: &[T], q: f64) -> Option<T> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(rank.min(last)).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +58,14 @@ mod tests {
         assert_eq!(median::<f32>(&mut []), None);
         // NaN sorts last: one among many moves the median by one place, not to NaN.
         assert_eq!(median(&mut [f32::NAN, 1.0, 2.0, 3.0, 4.0]), Some(3.0));
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v = [1u64, 2, 3, 4, 10];
+        assert_eq!(nearest_rank(&v, 0.5), Some(3));
+        assert_eq!(nearest_rank(&v, 0.99), Some(10));
+        assert_eq!(nearest_rank(&v, 0.0), Some(1));
+        assert_eq!(nearest_rank::<u64>(&[], 0.5), None);
     }
 }

@@ -169,10 +169,17 @@ impl SocketVmc {
         use std::io::{Read, Write};
         let bytes = command.emit().expect("emit");
         for _ in 0..20 {
-            let mut out = Vec::new();
-            for (i, b) in bytes.iter().enumerate() {
-                out.extend([u8::from(i == 0), *b]);
-            }
+            let out: Vec<u8> = bytes
+                .iter()
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    agegate::mdb::Word {
+                        data: *b,
+                        mode: i == 0,
+                    }
+                    .to_stream()
+                })
+                .collect();
             self.stream.write_all(&out).expect("send");
             let mut reply = Vec::new();
             let mut word = [0u8; 2];

@@ -176,32 +176,12 @@ pub(super) fn simulate(args: MdbSimArgs) -> Result<Outcome> {
     let (summary, figures) = vmc_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the simulated VMC panicked"))?;
-    let mut response = figures.response_us.clone();
-    response.sort_unstable();
-    let quantile = |q: f64| {
-        (!response.is_empty()).then(|| {
-            let i = ((response.len() - 1) as f64 * q).round() as usize;
-            response.get(i).map_or(0.0, |us| *us as f64 / 1e3)
-        })
-    };
-    let limit_ms = 5.0;
-    let over = response
-        .iter()
-        .filter(|us| **us as f64 / 1e3 > limit_ms)
-        .count();
     println!(
         "{}",
         serde_json::json!({
             "summary": summary,
             "daemon": {"exit": format!("{exit:?}"), "stats": stats},
-            "response_ms": {
-                "replies": response.len(),
-                "p50": quantile(0.5),
-                "p99": quantile(0.99),
-                "max": quantile(1.0),
-                "limit": limit_ms,
-                "over_limit": over,
-            },
+            "response_ms": figures.reply_times(),
             "bus": {
                 "commands": figures.commands,
                 "silent": figures.silent,

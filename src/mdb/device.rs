@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::avd::{AvdSettings, Event, Note, VerificationResult};
 use super::peripheral::{Outcome, Peripheral};
 use super::transport::{BusClock, Heard, Transport};
-use super::{timing, Counters, Micros};
+use super::{bump, timing, Counters, Micros};
 use crate::domain::Decision;
 
 /// What the VMC asks of the daemon.
@@ -254,12 +254,12 @@ impl Bus {
                     self.peripheral.on_word(word, at)
                 }
                 Heard::BusReset => {
-                    self.counters.bus_resets = self.counters.bus_resets.saturating_add(1);
+                    bump(&mut self.counters.bus_resets);
                     self.last_word = None;
                     self.peripheral.on_bus_reset()
                 }
                 Heard::Noise => {
-                    self.counters.noise = self.counters.noise.saturating_add(1);
+                    bump(&mut self.counters.noise);
                     continue;
                 }
             };
@@ -284,7 +284,7 @@ impl Bus {
     /// The bus failed: wait, reopen it, and start over as after a bus reset (whatever
     /// was on the line is gone).
     fn transport_failed(&mut self, e: &super::TransportError) -> bool {
-        self.counters.transport_errors = self.counters.transport_errors.saturating_add(1);
+        bump(&mut self.counters.transport_errors);
         tracing::warn!("{e}");
         std::thread::sleep(REOPEN_WAIT);
         if let Err(e) = self.transport.reopen() {
@@ -297,7 +297,7 @@ impl Bus {
 
     fn answer(&mut self, answer: VmcAnswer) {
         if self.running != Some(answer.session) {
-            self.counters.stale_answers = self.counters.stale_answers.saturating_add(1);
+            bump(&mut self.counters.stale_answers);
             tracing::debug!(
                 session = answer.session,
                 "answer for a session no longer running"
@@ -307,7 +307,7 @@ impl Bus {
         self.running = None;
         let result = VerificationResult::from_decision(answer.decision);
         if !self.peripheral.verification_result(result) {
-            self.counters.stale_answers = self.counters.stale_answers.saturating_add(1);
+            bump(&mut self.counters.stale_answers);
         }
     }
 
@@ -316,12 +316,11 @@ impl Bus {
         if let Some(transmit) = outcome.transmit {
             if self.clock.now() <= transmit.deadline {
                 if let Err(e) = self.transport.send(&transmit.words) {
-                    self.counters.transport_errors =
-                        self.counters.transport_errors.saturating_add(1);
+                    bump(&mut self.counters.transport_errors);
                     tracing::warn!("{e}");
                 }
             } else {
-                self.counters.late_transmits = self.counters.late_transmits.saturating_add(1);
+                bump(&mut self.counters.late_transmits);
             }
         }
         if let Some(Note::AgeRaised { requested, floor }) = outcome.note {
@@ -336,7 +335,7 @@ impl Bus {
             Some(Event::StartVerification { required_age, .. }) => {
                 let session = self.next_session;
                 self.next_session = self.next_session.wrapping_add(1).max(1);
-                self.counters.sessions = self.counters.sessions.saturating_add(1);
+                bump(&mut self.counters.sessions);
                 // A replaced session's abort is implied: the daemon's new window replaces
                 // the open one, and its answer no longer matches `running`.
                 self.running = Some(session);

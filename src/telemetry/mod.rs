@@ -401,10 +401,7 @@ impl Shared {
         let seen = lock(&self.seen);
         let mut latencies: Vec<u64> = seen.decide_ms.iter().copied().collect();
         latencies.sort_unstable();
-        let percentile = |p: f64| {
-            (!latencies.is_empty())
-                .then(|| latencies[((latencies.len() - 1) as f64 * p).round() as usize])
-        };
+        let percentile = |p: f64| crate::numeric::nearest_rank(&latencies, p);
         let queue = lock(&self.queue);
         json!({
             "time_ms": unix_ms(),

@@ -1,6 +1,4 @@
 use super::*;
-use crate::estimate::AgeEstimate;
-use crate::quality::Quality;
 use crate::tools::eval::Estimated;
 use crate::tools::manifest::Entry;
 
@@ -15,27 +13,7 @@ fn prediction(truth: f32, estimate: Option<f32>) -> Prediction {
     };
     let outcome = match estimate {
         None => Outcome::NoFace,
-        Some(age) => Outcome::Estimated(Estimated {
-            estimate: AgeEstimate {
-                age,
-                sigma: 4.0,
-                steps: vec![age],
-                p_over: None,
-            },
-            decision: Decision::Refer,
-            reason: None,
-            faces: 1,
-            quality: Quality {
-                iod_px: 80.0,
-                yaw_deg: 0.0,
-                roll_deg: 0.0,
-                sharpness: 100.0,
-                brightness: 120.0,
-                clipped: 0.0,
-            },
-            views: 1,
-            by_policy: true,
-        }),
+        Some(age) => Outcome::Estimated(Estimated::made_up(age, 4.0)),
     };
     Prediction { entry, outcome }
 }

@@ -210,6 +210,35 @@ impl Estimated {
     }
 }
 
+#[cfg(test)]
+impl Estimated {
+    /// A row the tests make up: one frontal, sharp face estimated `age` +- `sigma`, not
+    /// yet decided (REFER, by the policy).
+    pub(crate) fn made_up(age: f32, sigma: f32) -> Self {
+        Estimated {
+            estimate: AgeEstimate {
+                age,
+                sigma,
+                steps: vec![age],
+                p_over: None,
+            },
+            decision: Decision::Refer,
+            reason: None,
+            faces: 1,
+            quality: Quality {
+                iod_px: 80.0,
+                yaw_deg: 0.0,
+                roll_deg: 0.0,
+                sharpness: 100.0,
+                brightness: 120.0,
+                clipped: 0.0,
+            },
+            views: 1,
+            by_policy: true,
+        }
+    }
+}
+
 /// One CSV row per manifest row: what the pipeline said about it.
 pub fn write_per_image_csv(predictions: &[Prediction], path: &Path) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -180,9 +180,6 @@ impl Nist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Decision;
-    use crate::estimate::AgeEstimate;
-    use crate::quality::Quality;
 
     fn entry(age: f32, gender: Option<&str>) -> Entry {
         Entry {
@@ -196,27 +193,7 @@ mod tests {
     }
 
     fn estimated(age: f32) -> Estimated {
-        Estimated {
-            estimate: AgeEstimate {
-                age,
-                sigma: 3.0,
-                steps: vec![age],
-                p_over: None,
-            },
-            decision: Decision::Refer,
-            reason: None,
-            faces: 1,
-            quality: Quality {
-                iod_px: 80.0,
-                yaw_deg: 0.0,
-                roll_deg: 0.0,
-                sharpness: 100.0,
-                brightness: 120.0,
-                clipped: 0.0,
-            },
-            views: 1,
-            by_policy: true,
-        }
+        Estimated::made_up(age, 3.0)
     }
 
     #[test]

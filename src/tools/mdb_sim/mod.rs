@@ -12,7 +12,7 @@ mod vmc;
 
 pub use scenes::{parse_spec, Scene, SceneKind, SceneSource};
 pub use session::{run_sessions, Outcome, SimSettings, Summary};
-pub use vmc::{BusFigures, Reply, Vmc};
+pub use vmc::{BusFigures, Reply, ReplyTimes, Vmc};
 
 use std::collections::HashMap;
 use std::sync::mpsc::Receiver;

@@ -65,6 +65,34 @@ pub struct BusFigures {
     pub noise: u64,
 }
 
+/// The reply times in ms, as the summary reports them beside the standard's limit.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplyTimes {
+    pub replies: usize,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+    pub limit: f64,
+    pub over_limit: usize,
+}
+
+impl BusFigures {
+    pub fn reply_times(&self) -> ReplyTimes {
+        let mut us = self.response_us.clone();
+        us.sort_unstable();
+        let ms = |q: f64| crate::numeric::nearest_rank(&us, q).map(|us| us as f64 / 1e3);
+        let limit_us = crate::mdb::timing::RESPONSE_US;
+        ReplyTimes {
+            replies: us.len(),
+            p50: ms(0.5),
+            p99: ms(0.99),
+            max: ms(1.0),
+            limit: limit_us as f64 / 1e3,
+            over_limit: us.iter().filter(|v| **v > limit_us).count(),
+        }
+    }
+}
+
 pub struct Vmc {
     end: VmcEnd,
     rng: Rng,
